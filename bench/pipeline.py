@@ -1,0 +1,469 @@
+"""Pipeline benchmark: the same synthetic archive through five ways of running the same job.
+
+    python bench/pipeline.py [--scenes 2] [--size 2048] [--checkpoint PATH] [--cpus 2]
+
+Parts (each in a fresh process, so memory figures are its own):
+- ``model``     model-only forward over the plan's windows, pre-loaded in memory: the limit.
+- ``pipeline``  ``run_pipeline`` on a private local Ray (actor pool, reads/writes in actors),
+                on the 1x archive and on a 4x archive (4x the scenes).
+- ``dask``      the same pipeline with ``read_path: dask`` (windows as Dask graphs on Ray).
+- ``naive``     a sequential tile loop in one process: read, pad, predict, crop, write.
+- ``raydata``   Ray Data: read tasks -> ``map_batches`` actor pool (model) -> write tasks.
+
+Throughput is output (core) megapixels per second. ``wall_s`` excludes starting Ray and
+loading models; ``wall_incl_start_s`` includes them (Ray Data cannot separate them). Peak RSS
+is the sum over the driver and every Ray worker process, sampled every 0.2 s from /proc
+(Linux). Results: JSON on stdout and in bench/results/pipeline.json. No assertions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+# This script is bench/pipeline.py: with bench/ on sys.path (python puts a script's folder
+# first), `import pipeline` would import this file, here and in Ray workers (which inherit
+# the driver's sys.path). Put the repository root first instead.
+sys.path[:] = [str(REPO)] + [
+    p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent
+]
+CHUNK, HALO = 1024, 128  # 4 windows per 2048^2 scene; multiples of 128 (model phase)
+SAMPLE_S = 0.2
+
+
+# ------------------------------------------------------------------------------ memory
+
+
+def _rss_kib(pid: int, field: str = "VmRSS") -> int:
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            for line in fh:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        pass
+    return 0
+
+
+def _descendants(root: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as fh:
+                ppid = int(fh.read().rsplit(")", 1)[1].split()[1])
+        except (FileNotFoundError, ProcessLookupError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(entry))
+    out, todo = [], [root]
+    while todo:
+        for c in children.get(todo.pop(), []):
+            out.append(c)
+            todo.append(c)
+    return out
+
+
+class PeakRss:
+    """Peak of (driver + Ray worker processes) RSS, sampled in a background thread."""
+
+    def __init__(self, ray_workers: bool) -> None:
+        self.ray_workers = ray_workers
+        self.peak_kib = 0
+        self._stop = threading.Event()
+        self._raylet = None
+        if ray_workers:
+            import ray
+
+            node = ray._private.worker._global_node
+            self._raylet = node.all_processes["raylet"][0].process.pid
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def pids(self) -> list[int]:
+        return [os.getpid()] + (_descendants(self._raylet) if self._raylet else [])
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self.peak_kib = max(self.peak_kib, sum(_rss_kib(p) for p in self.pids()))
+            self._stop.wait(SAMPLE_S)
+
+    def __enter__(self) -> PeakRss:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    @property
+    def peak_mib(self) -> float:
+        return round(self.peak_kib / 1024, 1)
+
+
+# ------------------------------------------------------------------------------ archive
+
+
+def build_archive(root: Path, scenes: int, size: int) -> Path:
+    """``scenes`` synthetic scenes of size x size (seeds 100..), reused when already there."""
+    from hgn_model.data.synthetic import make_archive
+
+    stamp = root / "bench-spec.json"
+    spec = {"scenes": scenes, "size": size, "version": 1}
+    if stamp.exists() and json.loads(stamp.read_text()) == spec:
+        return root
+    make_archive(root, seeds=range(100, 100 + scenes), sizes=(size, size), chunks=512)
+    stamp.write_text(json.dumps(spec))
+    return root
+
+
+def _cfg(checkpoint: str, **kw):
+    from pipeline.config import load_config
+
+    return load_config(
+        overrides=dict(
+            chunk=CHUNK,
+            halo=HALO,
+            batch_size=1,
+            overwrite=True,
+            checkpoint=checkpoint,
+            io_retries=1,
+            **kw,
+        )
+    )
+
+
+def _units(archive: Path):
+    from pipeline.catalog import catalog
+    from pipeline.plan import plan_archive
+
+    cat = catalog(str(archive))
+    return cat, plan_archive(cat.scenes, chunk=CHUNK, halo=HALO)
+
+
+# ------------------------------------------------------------------------------ parts
+
+
+def part_model(archive: Path, out: Path, checkpoint: str, cpus: int) -> dict:
+    """Forward passes only, over the plan's padded windows held in memory."""
+    from hgn_model import Segmenter
+    from pipeline.io.readers import open_scene
+    from pipeline.stitch import model_input
+
+    cat, plan = _units(archive)
+    infos = {s.scene_id: s for s in cat.scenes}
+    seg = Segmenter.from_checkpoint(checkpoint, threads=cpus)
+    inputs = [
+        model_input(
+            open_scene(infos[u.scene_id]).read(u.window.y0, u.window.y1, u.window.x0, u.window.x1),
+            u,
+        )
+        for u in plan.units()
+    ]
+    seg.predict(inputs[0])  # warm-up (oneDNN kernel selection)
+    with PeakRss(ray_workers=False) as mem:
+        t = time.perf_counter()
+        for x in inputs:
+            seg.predict(x, return_confidence=True)
+        wall = time.perf_counter() - t
+    s = plan.summary()
+    return {
+        "wall_s": wall,
+        "mpx_s": s.output_pixels / 1e6 / wall,
+        "input_mpx_s": s.input_pixels / 1e6 / wall,
+        "peak_rss_mib": mem.peak_mib,
+    }
+
+
+def part_pipeline(
+    archive: Path, out: Path, checkpoint: str, cpus: int, read_path: str = "actor"
+) -> dict:
+    from pipeline.execute import RayExecutor, ray_session
+    from pipeline.run import run_pipeline
+
+    t0 = time.perf_counter()
+    with ray_session(None, num_cpus=cpus):
+        cfg = _cfg(checkpoint, read_path=read_path)
+        ex = RayExecutor.from_config(cfg)
+        ex.start()
+        start = time.perf_counter() - t0
+        with PeakRss(ray_workers=True) as mem:
+            t = time.perf_counter()
+            res = run_pipeline(str(archive), str(out), cfg, executor=ex)
+            wall = time.perf_counter() - t
+        ex.close()
+    m = res.manifest
+    return {
+        "wall_s": wall,
+        "wall_incl_start_s": wall + start,
+        "mpx_s": m.output_pixels / 1e6 / wall,
+        "actors": len(res.workers),
+        "scenes_ok": len(m.ok),
+        "peak_rss_mib": mem.peak_mib,
+        "stages": m.stages,
+    }
+
+
+def part_dask(archive: Path, out: Path, checkpoint: str, cpus: int) -> dict:
+    return part_pipeline(archive, out, checkpoint, cpus, read_path="dask")
+
+
+def part_naive(archive: Path, out: Path, checkpoint: str, cpus: int) -> dict:
+    """The loop everyone writes first: one process, one window at a time."""
+    from hgn_model import Segmenter
+    from pipeline.io.omezarr import SceneWriter
+    from pipeline.io.readers import open_scene
+    from pipeline.plan import plan_scene
+    from pipeline.stitch import crop_core, reflect_pad
+
+    cat, _ = _units(archive)
+    with PeakRss(ray_workers=False) as mem:
+        t = time.perf_counter()
+        seg = Segmenter.from_checkpoint(checkpoint, threads=cpus)
+        load = time.perf_counter() - t
+        t = time.perf_counter()
+        classes = [(c.name, c.color) for c in seg.config.classes]
+        for s in cat.scenes:
+            w = SceneWriter.create(
+                str(out), s.scene_id, s.height, s.width, CHUNK, classes, {}, overwrite=True
+            )
+            reader = open_scene(s)
+            for u in plan_scene(s.scene_id, s.height, s.width, chunk=CHUNK, halo=HALO):
+                win = reader.read(u.window.y0, u.window.y1, u.window.x0, u.window.x1)
+                p = seg.predict(reflect_pad(win, u.pad), return_confidence=True)
+                w.write_block(
+                    u.core.y0,
+                    u.core.x0,
+                    np.ascontiguousarray(crop_core(p.labels, u)),
+                    np.ascontiguousarray(crop_core(p.confidence, u)),
+                )
+            w.finalize()
+        wall = time.perf_counter() - t
+    px = sum(s.height * s.width for s in cat.scenes)
+    return {
+        "wall_s": wall,
+        "wall_incl_start_s": wall + load,
+        "mpx_s": px / 1e6 / wall,
+        "peak_rss_mib": mem.peak_mib,
+    }
+
+
+class _RayDataModel:
+    def __init__(self, checkpoint: str) -> None:
+        from hgn_model import Segmenter
+
+        self.seg = Segmenter.from_checkpoint(checkpoint, threads=1)
+
+    def __call__(self, batch: dict) -> dict:
+        out = self.seg.predict(list(batch["image"]), return_confidence=True)
+        keep = {k: v for k, v in batch.items() if k != "image"}
+        # batch_size=1: one window per call, so stacking never meets two shapes.
+        return {
+            **keep,
+            "labels": np.stack(list(out.labels)),
+            "conf": np.stack(list(out.confidence)),
+        }
+
+
+def part_raydata(archive: Path, out: Path, checkpoint: str, cpus: int) -> dict:
+    """Ray Data's canonical shape: read tasks -> actor-pool map_batches -> write tasks.
+
+    Pixels flow between stages through the object store. Reads/writes get 0.25 CPU and the
+    model actors 0.75 each, so everything fits the same ``cpus`` as the pipeline.
+    """
+    import ray
+
+    from hgn_model.checkpoint import read_config
+    from pipeline.execute import ray_session
+    from pipeline.io.omezarr import SceneWriter
+    from pipeline.plan import plan_scene
+
+    cat, _ = _units(archive)
+    infos = {s.scene_id: s for s in cat.scenes}
+    ck = read_config(checkpoint)
+    classes = [(c.name, c.color) for c in ck.classes]
+    rows = []
+    for s in cat.scenes:
+        SceneWriter.create(
+            str(out), s.scene_id, s.height, s.width, CHUNK, classes, {}, overwrite=True
+        )
+        for u in plan_scene(s.scene_id, s.height, s.width, chunk=CHUNK, halo=HALO):
+            rows.append({"scene": s.scene_id, "row": u.row, "col": u.col})
+
+    def read(batch: dict) -> dict:
+        from pipeline.io.readers import open_scene
+        from pipeline.stitch import model_input
+
+        images = []
+        for sid, r, c in zip(batch["scene"], batch["row"], batch["col"], strict=True):
+            info = infos[sid]
+            u = plan_scene(sid, info.height, info.width, chunk=CHUNK, halo=HALO).unit(r, c)
+            win = open_scene(info).read(u.window.y0, u.window.y1, u.window.x0, u.window.x1)
+            images.append(model_input(win, u))
+        return {**batch, "image": np.stack(images)}
+
+    def write(batch: dict) -> dict:
+        from pipeline.stitch import crop_core
+
+        for sid, r, c, lab, cf in zip(
+            batch["scene"], batch["row"], batch["col"], batch["labels"], batch["conf"], strict=True
+        ):
+            info = infos[sid]
+            u = plan_scene(sid, info.height, info.width, chunk=CHUNK, halo=HALO).unit(r, c)
+            SceneWriter.open(str(out), sid).write_block(
+                u.core.y0,
+                u.core.x0,
+                np.ascontiguousarray(crop_core(lab, u)),
+                np.ascontiguousarray(crop_core(cf, u)),
+            )
+        return {"n": np.array([len(batch["scene"])])}
+
+    t0 = time.perf_counter()
+    with ray_session(None, num_cpus=cpus):
+        ctx = ray.data.DataContext.get_current()
+        ctx.enable_progress_bars = False
+        with PeakRss(ray_workers=True) as mem:
+            ds = (
+                ray.data.from_items(rows)
+                .map_batches(read, batch_size=1, num_cpus=0.25)
+                .map_batches(
+                    _RayDataModel,
+                    fn_constructor_args=(checkpoint,),
+                    batch_size=1,
+                    concurrency=cpus,
+                    num_cpus=0.75,
+                )
+                .map_batches(write, batch_size=1, num_cpus=0.25)
+            )
+            done = sum(int(b["n"].sum()) for b in ds.iter_batches(batch_size=None))
+            for s in cat.scenes:
+                SceneWriter.open(str(out), s.scene_id).finalize()
+        wall = time.perf_counter() - t0
+    px = sum(s.height * s.width for s in cat.scenes)
+    return {
+        "wall_incl_start_s": wall,
+        "mpx_s_incl_start": px / 1e6 / wall,
+        "units": done,
+        "peak_rss_mib": mem.peak_mib,
+    }
+
+
+PARTS = {
+    "model": part_model,
+    "pipeline": part_pipeline,
+    "dask": part_dask,
+    "naive": part_naive,
+    "raydata": part_raydata,
+}
+
+
+# ------------------------------------------------------------------------------ driver
+
+
+def _run_part(part: str, archive: Path, out: Path, checkpoint: str, cpus: int) -> dict:
+    cmd = [
+        sys.executable,
+        __file__,
+        "--part",
+        part,
+        "--archive",
+        str(archive),
+        "--out",
+        str(out),
+        "--checkpoint",
+        checkpoint,
+        "--cpus",
+        str(cpus),
+    ]
+    print(f"  {part} on {archive.name} ...", file=sys.stderr, flush=True)
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
+    if proc.returncode != 0:
+        return {"error": proc.stderr[-2000:]}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--scenes", type=int, default=2, help="scenes in the 1x archive")
+    ap.add_argument("--size", type=int, default=2048, help="scene side (px)")
+    ap.add_argument("--checkpoint", default=None, help="default: the shipped hgn checkpoint")
+    ap.add_argument("--cpus", type=int, default=os.cpu_count() or 2)
+    ap.add_argument("--work", type=Path, default=REPO / "runs" / "bench-pipeline")
+    ap.add_argument("--parts", default="model,pipeline,dask,naive,raydata,pipeline4x")
+    ap.add_argument("--result", type=Path, default=REPO / "bench" / "results" / "pipeline.json")
+    ap.add_argument("--part", choices=sorted(PARTS), help=argparse.SUPPRESS)
+    ap.add_argument("--archive", type=Path, help=argparse.SUPPRESS)
+    ap.add_argument("--out", type=Path, help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+
+    if args.part:  # child process: one measurement, JSON on the last stdout line
+        result = PARTS[args.part](args.archive, args.out, args.checkpoint, args.cpus)
+        print(json.dumps(result, default=float))
+        return 0
+
+    if args.checkpoint is None:
+        from hgn_model.checkpoint import shipped_checkpoint
+
+        args.checkpoint = str(shipped_checkpoint("hgn"))
+    print("building archives ...", file=sys.stderr, flush=True)
+    a1 = build_archive(args.work / "archive-1x", args.scenes, args.size)
+    parts = args.parts.split(",")
+    a4 = (
+        build_archive(args.work / "archive-4x", 4 * args.scenes, args.size)
+        if ("pipeline4x" in parts)
+        else None
+    )
+    res: dict = {
+        "config": {
+            "scenes_1x": args.scenes,
+            "size": args.size,
+            "chunk": CHUNK,
+            "halo": HALO,
+            "cpus": args.cpus,
+            "checkpoint": args.checkpoint,
+        }
+    }
+    for part in parts:
+        archive = a4 if part == "pipeline4x" else a1
+        name = "pipeline" if part == "pipeline4x" else part
+        res[part] = _run_part(name, archive, args.work / f"out-{part}", args.checkpoint, args.cpus)
+
+    def get(part: str, key: str) -> float | None:
+        v = res.get(part, {}).get(key)
+        return float(v) if isinstance(v, (int, float)) else None
+
+    def ratio(a: float | None, b: float | None) -> float | None:
+        return round(a / b, 3) if a is not None and b else None
+
+    p_incl = get("pipeline", "wall_incl_start_s")
+    res["ratios"] = {
+        "pipeline_vs_model_mpx_s": ratio(get("pipeline", "mpx_s"), get("model", "mpx_s")),
+        "pipeline_vs_raydata_speed": ratio(get("raydata", "wall_incl_start_s"), p_incl),
+        "pipeline_vs_naive_speed": ratio(get("naive", "wall_incl_start_s"), p_incl),
+        "dask_reads_vs_actor_reads_speed": ratio(get("pipeline", "wall_s"), get("dask", "wall_s")),
+        "wall_4x_over_1x": ratio(get("pipeline4x", "wall_s"), get("pipeline", "wall_s")),
+        "peak_rss_4x_over_1x": ratio(
+            get("pipeline4x", "peak_rss_mib"), get("pipeline", "peak_rss_mib")
+        ),
+    }
+    args.result.parent.mkdir(parents=True, exist_ok=True)
+    args.result.write_text(json.dumps(res, indent=2, default=float) + "\n")
+    print(json.dumps(res, indent=2, default=float))
+    print("\nratios:", file=sys.stderr)
+    for k, v in res["ratios"].items():
+        print(f"  {k:34s} {v}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,138 @@
+"""``hgn-pipeline``: the command line. Thin: each command parses options and calls a module.
+
+Commands: ``run`` (segment an archive). Other commands (``train``, ``evaluate``, ``nightly``,
+``query``) are added by their owners as small functions in their own section below.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+import yaml
+from rich.console import Console
+
+from pipeline.errors import PipelineError
+
+app = typer.Typer(
+    name="hgn-pipeline",
+    help="Archive-scale segmentation of ultra-high-resolution imagery with HGN "
+    "(Ray + Dask + OME-Zarr).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.callback()
+def _main() -> None:
+    """Archive-scale segmentation of ultra-high-resolution imagery with HGN."""
+
+
+def _fail(console: Console, exc: Exception, code: int = 2) -> typer.Exit:
+    console.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
+    return typer.Exit(code)
+
+
+def parse_overrides(items: list[str] | None) -> dict[str, Any]:
+    """``["chunk=1024", "bands=[2,1,0]"]`` -> ``{"chunk": 1024, "bands": [2, 1, 0]}`` (YAML)."""
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise typer.BadParameter(f"{item!r} is not FIELD=VALUE (e.g. --set chunk=1024)")
+        out[key.strip()] = yaml.safe_load(value) if value.strip() else None
+    return out
+
+
+# ------------------------------------------------------------------------------------ run
+
+
+@app.command("run")
+def run_cmd(
+    input: Annotated[
+        str, typer.Option("--input", "-i", help="Archive URL: local path, file:// or s3://b/p.")
+    ],
+    output: Annotated[
+        str,
+        typer.Option(
+            "--output", "-o", help="Output root: one <scene>.ome.zarr per scene + _hgn/manifest."
+        ),
+    ],
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", "-c", help="Run config YAML (fields: see pipeline/config.py)."),
+    ] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Override one config field, FIELD=VALUE (repeatable)."),
+    ] = None,
+    address: Annotated[
+        str | None,
+        typer.Option(
+            "--address",
+            help="Ray cluster: auto | HOST:PORT | ray://HOST:PORT. Omitted: a private local Ray "
+            "on 127.0.0.1, stopped at the end.",
+        ),
+    ] = None,
+    num_cpus: Annotated[
+        int | None,
+        typer.Option("--num-cpus", help="CPUs of the private local Ray (default: all cores)."),
+    ] = None,
+    local: Annotated[
+        bool, typer.Option("--local", help="No Ray: run in this process (small jobs, debugging).")
+    ] = False,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run",
+            help="Print the plan (scenes, windows, bytes, time estimate); write nothing.",
+        ),
+    ] = False,
+    run_id: Annotated[
+        str | None, typer.Option("--run-id", help="Run id (default: time-based).")
+    ] = None,
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+) -> None:
+    """Segment every scene of an archive into OME-Zarr label mosaics.
+
+    Resumable: the output's ledger records every finished chunk, so re-running the same command
+    after a crash redoes only what is missing; a second run on the same output is refused while
+    the first holds its lock.
+    """
+    console = Console(stderr=True)
+    from pipeline.config import load_config
+    from pipeline.execute import ray_session
+    from pipeline.resume import ResumableRun
+    from pipeline.run import dry_run as plan_only
+
+    try:
+        cfg = load_config(config, parse_overrides(set_))
+        if dry_run:
+            with ray_session(address) if address is not None else contextlib.nullcontext():
+                plan_only(input, cfg).render(console)
+            return
+        # Ray starts only when there is work to do (a no-op rerun costs no cluster).
+        session = None if local else (lambda: ray_session(address, num_cpus=num_cpus))
+        with ResumableRun(input, output, cfg, run_id=run_id) as rr:
+            rr.plan()
+            run = rr.execute(progress=progress, console=console, summary=True, session=session)
+            result = rr.result(run)
+        console.print(result.describe(), highlight=False, soft_wrap=True)
+    except (PipelineError, ValueError, OSError) as e:
+        raise _fail(console, e) from None
+    raise typer.Exit(result.exit_code)
+
+
+# ------------------------------------------------------------------- query, nightly (ops)
+# Owned by the ops helper; the commands live in pipeline/ops_cli.py.
+from pipeline.ops_cli import nightly_cmd, query_app  # noqa: E402
+
+app.command("nightly")(nightly_cmd)
+app.add_typer(query_app, name="query")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

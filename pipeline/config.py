@@ -1,0 +1,311 @@
+"""One validated, frozen run configuration, loaded from YAML (file < explicit overrides).
+
+Every field is documented (``hgn-pipeline run --help`` and :func:`describe_fields` show the
+descriptions); every default works on a laptop. An unknown or invalid field raises
+:class:`~pipeline.errors.ConfigError` naming the field, its value and the fix.
+
+Example ``run.yaml``::
+
+    chunk: 1024          # output chunk side (px)
+    halo: 128            # context around each chunk (px)
+    bands: [2, 1, 0]     # read BGR scenes as RGB
+    value_max: 4095      # 12-bit uint16 data
+    confidence: false
+    s3: {endpoint_url: http://127.0.0.1:8333}
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from pipeline.errors import ConfigError
+from pipeline.storage import S3Options
+
+__all__ = ["RunConfig", "describe_fields", "load_config"]
+
+# Keys whose values must never reach logs, manifests or provenance attributes.
+_SECRET_WORDS = ("secret", "token", "password", "key")
+
+
+def _shipped_checkpoint() -> str:
+    # Imported lazily: hgn_model pulls in torch, which a config parse should not need.
+    from hgn_model.checkpoint import shipped_checkpoint
+    from hgn_model.errors import CheckpointError
+
+    try:
+        return str(shipped_checkpoint("hgn"))
+    except CheckpointError as e:
+        raise ValueError(
+            f"no checkpoint given and the shipped one is missing ({e}); set "
+            "`checkpoint: PATH.safetensors` in the run config (or --set checkpoint=PATH)"
+        ) from None
+
+
+class RunConfig(BaseModel):
+    """Settings of one pipeline run. Frozen: derive variants with :meth:`with_overrides`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+    # --- input -------------------------------------------------------------------------
+    layout: Literal["CHW", "HWC"] = Field(
+        "CHW",
+        description="Axis order of plain zarr/TIFF scene arrays: 'CHW' (bands first) or 'HWC' "
+        "(bands last). OME-Zarr images follow their own axes metadata.",
+    )
+    bands: tuple[int, ...] | None = Field(
+        None,
+        description="Band selection and order, 0-based, e.g. [2, 1, 0] for BGR->RGB or "
+        "[0, 1, 2] to drop a 4th band. null: all bands in stored order; the count must match "
+        "the checkpoint's in_channels.",
+    )
+    value_max: float | None = Field(
+        None,
+        gt=0,
+        description="Value that maps to 1.0 for uint16 scenes (e.g. 4095 for 12-bit data). "
+        "null: the checkpoint's uint16_max. uint8 is always /255; float32 is taken as [0, 1].",
+    )
+    # --- plan ----------------------------------------------------------------------------
+    chunk: int = Field(
+        2048,
+        ge=16,
+        description="Output chunk side in pixels (zarr chunk of labels level 0). Multiples of "
+        "128 keep the model's downsampling phase the same in every window.",
+    )
+    halo: int = Field(
+        256,
+        ge=0,
+        description="Context pixels read around each chunk on every side and cropped after "
+        "inference (reflected at scene edges). ~2x the largest object/context the model needs.",
+    )
+    unit_chunks: int = Field(
+        1,
+        ge=1,
+        description="Work unit = a block of unit_chunks x unit_chunks output chunks plus halo. "
+        "Larger blocks amortise the halo (bigger windows, more memory per window).",
+    )
+    # --- execution -------------------------------------------------------------------------
+    batch_size: int = Field(
+        2,
+        ge=1,
+        description="Windows per actor call; same-shape windows are stacked into one forward "
+        "pass. Raise on GPUs, keep small on CPUs (memory grows linearly).",
+    )
+    num_actors: int | None = Field(
+        None,
+        ge=1,
+        description="Model actors in the pool. null: one per GPU when GPUs are used, else "
+        "(cluster CPUs - reserve_cpus) // threads_per_actor.",
+    )
+    threads_per_actor: int = Field(
+        1,
+        ge=1,
+        description="torch threads per model actor; a CPU actor also requests this many CPUs.",
+    )
+    use_gpu: Literal["auto"] | bool = Field(
+        "auto",
+        description="'auto': GPU actors (num_gpus=1 each) when the cluster advertises GPUs, "
+        "else CPU actors. true: require GPUs. false: CPU actors only.",
+    )
+    cpus_per_gpu_actor: float = Field(
+        1.0,
+        ge=0,
+        description="CPUs each GPU actor requests for reading, padding and writing its windows.",
+    )
+    max_in_flight_per_actor: int = Field(
+        2,
+        ge=1,
+        description="Batches queued per actor. 2 lets an actor read the next batch while it "
+        "infers the current one; more only adds memory.",
+    )
+    read_path: Literal["actor", "dask"] = Field(
+        "actor",
+        description="How windows are read: 'actor' reads them in the model actor "
+        "(SceneReader.read); 'dask' describes each window as a Dask graph of chunk reads and "
+        "runs it on Ray (dask-on-ray), which needs free CPUs (see reserve_cpus).",
+    )
+    reserve_cpus: float | None = Field(
+        None,
+        ge=0,
+        description="Cluster CPUs left free of model actors for Ray read tasks. null: 0 with "
+        "read_path 'actor', 1 with 'dask' (dask-on-ray hangs when actors hold every CPU).",
+    )
+    checkpoint: str = Field(
+        None,  # type: ignore[assignment]  # resolved to the shipped checkpoint by a validator
+        description="Segmenter checkpoint: the .safetensors file, its .json or the stem. "
+        "null/omitted: the checkpoint shipped with hgn_model.",
+    )
+    # --- output ------------------------------------------------------------------------
+    confidence: bool = Field(
+        True, description="Also write labels/confidence (max softmax * 255 as uint8)."
+    )
+    pyramid_levels: int | None = Field(
+        None,
+        ge=1,
+        description="Levels of the label pyramid (2x mode downsampling per level). null: enough "
+        "for the coarsest level to fit one chunk, at least 3.",
+    )
+    overwrite: bool = Field(
+        False,
+        description="Replace existing outputs of the same scenes. false: a scene whose output "
+        "already exists fails with a message, unless the ledger resumes it.",
+    )
+    s3: S3Options | None = Field(
+        None,
+        description="S3 endpoint/credentials for s3:// URLs. null: the usual AWS_* environment "
+        "variables and config files.",
+    )
+    # --- fault tolerance -------------------------------------------------------------------
+    actor_max_restarts: int = Field(
+        2, ge=0, description="Times Ray restarts a crashed model actor (reloading the model)."
+    )
+    task_max_retries: int = Field(
+        2,
+        ge=0,
+        description="Times a batch is retried on a restarted actor before its scene fails.",
+    )
+    io_retries: int = Field(
+        3, ge=0, description="Retries of a failed window read or block write (storage hiccups)."
+    )
+    io_backoff_s: float = Field(
+        0.5,
+        ge=0,
+        description="First retry delay in seconds; doubles on each retry of the same read/write.",
+    )
+    actor_start_timeout_s: float = Field(
+        300.0,
+        gt=0,
+        description="Seconds to wait for every model actor to start and load its model before "
+        "the run fails with a diagnosis (e.g. no GPUs for num_gpus=1).",
+    )
+
+    @field_validator("bands")
+    @classmethod
+    def _check_bands(cls, v: tuple[int, ...] | None) -> tuple[int, ...] | None:
+        if v is None:
+            return v
+        if not v:
+            raise ValueError("an empty band list selects nothing; use null for all bands")
+        if min(v) < 0:
+            raise ValueError("band indices are 0-based and must be >= 0")
+        if len(set(v)) != len(v):
+            raise ValueError("a band is listed twice; list each band once")
+        return v
+
+    @field_validator("checkpoint", mode="before")
+    @classmethod
+    def _check_checkpoint(cls, v: Any) -> Any:
+        if v is None:
+            return _shipped_checkpoint()
+        if isinstance(v, str) and not v.strip():
+            raise ValueError("the checkpoint path is empty; give a .safetensors path or omit it")
+        return str(v) if isinstance(v, Path) else v
+
+    # --- construction --------------------------------------------------------------------
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> RunConfig:
+        """Load a YAML file (an empty file gives the defaults)."""
+        return load_config(path)
+
+    def with_overrides(self, **overrides: Any) -> RunConfig:
+        """A validated copy with some fields replaced."""
+        return _validate({**self.model_dump(exclude_unset=True), **overrides}, "overrides")
+
+    @property
+    def effective_reserve_cpus(self) -> float:
+        if self.reserve_cpus is not None:
+            return self.reserve_cpus
+        return 1.0 if self.read_path == "dask" else 0.0
+
+    def public_dict(self) -> dict[str, Any]:
+        """JSON-ready settings with credentials masked, for manifests and provenance."""
+        return _mask(self.model_dump(mode="json"))
+
+
+def _mask(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {
+            k: ("***" if v and any(w in k.lower() for w in _SECRET_WORDS) else _mask(v))
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [_mask(v) for v in value]
+    return value
+
+
+def describe_fields() -> dict[str, str]:
+    """Field name -> description (for help texts and docs)."""
+    return {n: f.description or "" for n, f in RunConfig.model_fields.items()}
+
+
+def load_config(
+    path: str | Path | None = None, overrides: dict[str, Any] | None = None
+) -> RunConfig:
+    """Defaults < YAML file at ``path`` < ``overrides``; errors as :class:`ConfigError`."""
+    data: dict[str, Any] = {}
+    source = "defaults"
+    if path is not None:
+        source = str(path)
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file {source!r} does not exist; pass an existing YAML file")
+        try:
+            loaded = yaml.safe_load(p.read_text())
+        except yaml.YAMLError as e:
+            raise ConfigError(f"config file {source!r} is not valid YAML: {e}") from e
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(
+                f"config file {source!r} holds a {type(loaded).__name__}; it must be a mapping "
+                "of field: value (see `hgn-pipeline run --help`)"
+            )
+        data.update(loaded)
+    if overrides:
+        source = f"{source} + overrides" if path is not None else "overrides"
+        data.update(overrides)
+    return _validate(data, source)
+
+
+def _validate(data: dict[str, Any], source: str) -> RunConfig:
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(_explain(e, source)) from None
+
+
+# Nested sections, so an unknown key inside them gets a suggestion from the right field list.
+_SECTIONS: dict[str, type[BaseModel]] = {"s3": S3Options}
+
+
+def _explain(err: ValidationError, source: str) -> str:
+    lines = [f"invalid run config ({source}):"]
+    seen: dict[tuple[str, str], int] = {}
+    for item in err.errors():
+        # Union branches add their type to loc ("use_gpu.bool"); report the field once.
+        path = [str(p) for p in item["loc"] if not (isinstance(p, str) and not p.isidentifier())]
+        path = [p for p in path if p not in ("bool", "int", "float", "str")] or ["<root>"]
+        loc, value = ".".join(path), _mask(item.get("input"))
+        if any(w in path[-1].lower() for w in _SECRET_WORDS):
+            value = "***"
+        if item["type"] == "extra_forbidden":
+            section = _SECTIONS.get(path[0]) if len(path) == 2 else None
+            model = section if section is not None else RunConfig
+            names = list(model.model_fields)
+            close = difflib.get_close_matches(path[-1], names, n=1, cutoff=0.5)
+            fix = f"did you mean {close[0]!r}?" if close else "remove it"
+            lines.append(f"  {loc} = {value!r}: unknown field; {fix} (valid: {', '.join(names)})")
+            continue
+        key = (loc, repr(value))
+        if key in seen:  # another branch of the same union: merge the reasons
+            lines[seen[key]] = lines[seen[key]].replace(": ", f": {item['msg']}; or ", 1)
+            continue
+        field = RunConfig.model_fields.get(path[0])
+        hint = f" Expected: {field.description}" if field is not None and field.description else ""
+        seen[key] = len(lines)
+        lines.append(f"  {loc} = {value!r}: {item['msg']}.{hint}")
+    return "\n".join(lines)

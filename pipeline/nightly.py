@@ -1,0 +1,126 @@
+"""Nightly incremental processing: only new or changed scenes, with a run history.
+
+``hgn-pipeline nightly --input URL --output URL`` lists the archive, compares each scene's
+fingerprint with the output's ledger (:mod:`pipeline.resume`) and processes only scenes that
+are new, changed, or failed/unfinished before. A night without changes starts nothing (no
+Ray, no model) and says so. Scenes that vanished from the archive are reported; their outputs
+are kept. Every night appends to ``<output>/_hgn/history/``:
+
+- ``<run_id>.json``: the full report (:class:`NightlyReport`);
+- ``history.log``: one line of text per night.
+
+Both are written while the run lock is held, so the log's append cannot race another run.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from rich.console import Console
+
+from pipeline.config import RunConfig
+from pipeline.hgnstore import HgnStore, now_utc
+from pipeline.resume import ResumableRun
+from pipeline.storage import resolve_url
+
+__all__ = ["HISTORY_LOG", "NightlyReport", "nightly", "read_history"]
+
+HISTORY_DIR = "history"
+HISTORY_LOG = f"{HISTORY_DIR}/history.log"
+
+
+@dataclass
+class NightlyReport:
+    """One night's record (JSON in the history)."""
+
+    run_id: str
+    started: str
+    finished: str
+    input_url: str
+    output_url: str
+    fingerprint: str
+    changes: dict[str, Any]
+    nothing_to_do: bool
+    processed_ok: list[str] = field(default_factory=list)
+    processed_failed: list[dict[str, str | None]] = field(default_factory=list)
+    units_done: int = 0
+    units_reused: int = 0
+    manifest: str | None = None
+    seconds: float = 0.0
+    lock_takeover: str | None = None
+    summary: str = ""
+
+    @property
+    def exit_code(self) -> int:
+        """0: all good or nothing to do; 1: a scene failed or the archive has unreadable ones."""
+        return 1 if self.processed_failed or self.changes["unreadable"] else 0
+
+    def line(self) -> str:
+        """The history.log line: time, run id, what happened."""
+        return f"{self.finished} nightly {self.run_id}: {self.summary} ({self.seconds:.1f} s)"
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=1, default=str)
+
+
+def nightly(
+    input_url: str,
+    output_url: str,
+    cfg: RunConfig,
+    *,
+    executor: Any | None = None,
+    run_id: str | None = None,
+    session: Callable[[], AbstractContextManager[Any]] | None = None,
+    progress: bool = False,
+    console: Console | None = None,
+    summary: bool = False,
+) -> NightlyReport:
+    """Process what changed in the archive since the last run; append to the history.
+
+    ``session`` (e.g. ``lambda: ray_session(address)``) is entered only when there is work.
+    """
+    t0 = time.perf_counter()
+    started = now_utc()
+    with ResumableRun(input_url, output_url, cfg, executor=executor, run_id=run_id) as rr:
+        rr.plan()
+        run = rr.execute(progress=progress, console=console, summary=summary, session=session)
+        res = rr.result(run)
+        report = NightlyReport(
+            run_id=rr.run_id, started=started, finished=now_utc(),
+            input_url=rr.input_url, output_url=rr.output_url, fingerprint=res.fingerprint,
+            changes=res.changes.as_dict(), nothing_to_do=res.nothing_to_do,
+            units_reused=res.units_reused, lock_takeover=res.lock_takeover,
+            seconds=time.perf_counter() - t0, summary=res.describe(),
+        )
+        if run is not None:
+            m = run.manifest
+            report.processed_ok = [s.scene_id for s in m.ok]
+            report.processed_failed = [{"scene_id": s.scene_id, "error": s.error}
+                                       for s in m.failed]
+            report.units_done = sum(s.units_done for s in m.scenes)
+            report.manifest = run.manifest_url
+        _append_history(HgnStore(rr.output_url, rr.so), report)
+    return report
+
+
+def _append_history(store: HgnStore, report: NightlyReport) -> None:
+    store.write(f"{HISTORY_DIR}/{report.run_id}.json", report.to_json().encode())
+    old = store.read(HISTORY_LOG) or b""
+    store.write(HISTORY_LOG, old + (report.line() + "\n").encode())
+
+
+def read_history(
+    output_url: str, storage_options: Mapping[str, Any] | None = None
+) -> tuple[list[str], list[dict[str, Any]]]:
+    """(history.log lines, report dicts oldest first) of an output."""
+    store = HgnStore(resolve_url(output_url), storage_options)
+    lines = (store.read(HISTORY_LOG) or b"").decode().splitlines()
+    names = sorted(n for n in store.list(HISTORY_DIR) if n.endswith(".json"))
+    reports = [json.loads(d) for _, d in sorted(
+        store.read_many([f"{HISTORY_DIR}/{n}" for n in names]).items())]
+    return lines, reports

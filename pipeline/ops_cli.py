@@ -1,0 +1,278 @@
+"""CLI commands of the operations side: ``hgn-pipeline nightly`` and ``hgn-pipeline query``.
+
+Mounted on the main app in :mod:`pipeline.cli`. Thin: parse options, call
+:mod:`pipeline.query`, print. Storage credentials come from the ``s3`` section of
+``--config`` or the usual AWS_* environment variables, never from the command line.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from pipeline.errors import PipelineError
+
+__all__ = ["nightly_cmd", "query_app"]
+
+query_app = typer.Typer(
+    name="query",
+    help="Inspect an output root: scenes, metadata, windows, class areas, previews.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+OutputOpt = Annotated[str, typer.Option("--output", "-o", help="Output root (path or s3://).")]
+SceneOpt = Annotated[str, typer.Option("--scene", "-s", help="Scene id (see `query scenes`).")]
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option("--config", "-c", help="Run config YAML; only its `s3` section is used."),
+]
+BoxOpt = Annotated[
+    str | None, typer.Option("--box", help="Level-0 pixel box: y0,y1,x0,x1 (half-open).")
+]
+BboxOpt = Annotated[
+    str | None,
+    typer.Option("--bbox", help="Geographic box in the scene's CRS: xmin,ymin,xmax,ymax."),
+]
+LevelOpt = Annotated[int, typer.Option("--level", "-l", help="Pyramid level (0 = full res).")]
+ClipOpt = Annotated[bool, typer.Option("--clip", help="Clip a box that sticks out of the scene.")]
+
+
+def _storage_options(config: Path | None) -> dict[str, Any]:
+    import yaml
+    from pydantic import ValidationError
+
+    from pipeline.errors import ConfigError
+    from pipeline.storage import S3Options, storage_options_from
+
+    s3 = None
+    if config is not None:
+        if not config.is_file():
+            raise ConfigError(f"config file {str(config)!r} does not exist")
+        data = yaml.safe_load(config.read_text()) or {}
+        if not isinstance(data, dict):
+            raise ConfigError(f"config file {str(config)!r} must be a mapping of field: value")
+        if data.get("s3") is not None:
+            try:
+                s3 = S3Options.model_validate(data["s3"])
+            except ValidationError as exc:
+                # Field and reason only: the input values may be credentials.
+                why = "; ".join(
+                    f"s3.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()
+                )
+                raise ConfigError(f"config file {str(config)!r}: {why}") from None
+    return dict(storage_options_from(s3))
+
+
+def _numbers(text: str | None, what: str, cast: type) -> list[Any] | None:
+    if text is None:
+        return None
+    parts = [p for p in text.replace(" ", "").split(",") if p]
+    try:
+        values = [cast(p) for p in parts]
+    except ValueError:
+        values = []
+    if len(values) != 4:
+        raise typer.BadParameter(f"{what}={text!r}: expected 4 comma-separated numbers")
+    return values
+
+
+def _store(output: str, config: Path | None) -> Any:
+    from pipeline.query import OutputStore
+
+    return OutputStore(output, _storage_options(config))
+
+
+def _run(fn: Any) -> None:
+    """Run a command body; pipeline errors become one red line and exit code 2."""
+    console = Console(stderr=True)
+    try:
+        fn()
+    except (PipelineError, ValueError, OSError) as exc:
+        console.print(f"[red]error:[/] {exc}", highlight=False)
+        raise typer.Exit(2) from None
+
+
+@query_app.command("scenes")
+def scenes_cmd(output: OutputOpt, config: ConfigOpt = None,
+               as_json: Annotated[bool, typer.Option("--json", help="JSON lines.")] = False
+               ) -> None:
+    """List scenes with status and provenance."""
+
+    def body() -> None:
+        rows = _store(output, config).list_scenes()
+        if as_json:
+            for r in rows:
+                typer.echo(json.dumps(r.to_dict()))
+            return
+        table = Table("scene", "status", "size", "levels", "arch", "checkpoint", "input fp",
+                      "finished", "geo")
+        for r in rows:
+            size = f"{r.height} x {r.width}" if r.height else "-"
+            table.add_row(r.scene_id, r.status + (f" ({r.error})" if r.error else ""), size,
+                          str(r.levels or "-"), r.arch or "-", (r.checkpoint_sha256 or "-")[:12],
+                          (r.input_fingerprint or "-")[:12], r.finished or "-",
+                          "yes" if r.georeferenced else "no")
+        Console().print(table)
+
+    _run(body)
+
+
+@query_app.command("show")
+def show_cmd(output: OutputOpt, scene: SceneOpt, config: ConfigOpt = None) -> None:
+    """One scene's metadata (shape, levels, classes, georeference, provenance) as JSON."""
+    _run(lambda: typer.echo(json.dumps(_store(output, config).scene(scene).metadata(), indent=1)))
+
+
+@query_app.command("read")
+def read_cmd(
+    output: OutputOpt,
+    scene: SceneOpt,
+    out: Annotated[Path, typer.Option("--out", help="Write .npy (numpy) or .nc (xarray).")],
+    box: BoxOpt = None,
+    bbox: BboxOpt = None,
+    level: LevelOpt = 0,
+    layer: Annotated[str, typer.Option(help="segmentation | confidence")] = "segmentation",
+    clip: ClipOpt = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Read a window at any pyramid level into a .npy or a .nc (with coordinates) file."""
+
+    def body() -> None:
+        view = _store(output, config).scene(scene)
+        kw = dict(box=_numbers(box, "--box", int), bbox=_numbers(bbox, "--bbox", float),
+                  level=level, layer=layer, clip=clip)
+        if out.suffix == ".npy":
+            data = view.read(**kw)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            import numpy as np
+
+            np.save(out, data)
+        elif out.suffix == ".nc":
+            da = view.read_xarray(**kw)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            da.to_netcdf(out, engine="scipy")
+            data = da.values
+        else:
+            raise typer.BadParameter(f"--out {str(out)!r}: use a .npy or .nc file name")
+        typer.echo(f"{out}: {layer} level {level}, {data.shape[0]} x {data.shape[1]} {data.dtype}")
+
+    _run(body)
+
+
+@query_app.command("stats")
+def stats_cmd(
+    output: OutputOpt,
+    scene: SceneOpt,
+    box: BoxOpt = None,
+    bbox: BboxOpt = None,
+    level: Annotated[
+        int, typer.Option("--level", "-l", help="0: exact; k > 0: fast estimate from level k.")
+    ] = 0,
+    fmt: Annotated[str, typer.Option("--format", "-f", help="table | json | csv")] = "table",
+    clip: ClipOpt = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Pixel counts and areas per class for a scene or a window."""
+
+    def body() -> None:
+        if fmt not in ("table", "json", "csv"):
+            raise typer.BadParameter(f"--format {fmt!r}: use table, json or csv")
+        st = _store(output, config).scene(scene).class_stats(
+            box=_numbers(box, "--box", int), bbox=_numbers(bbox, "--bbox", float),
+            level=level, clip=clip)
+        if fmt == "json":
+            typer.echo(st.to_json())
+        elif fmt == "csv":
+            typer.echo(st.to_csv(), nl=False)
+        else:
+            kind = "exact" if st.exact else f"estimate from level {st.level}"
+            table = Table("label", "class", "pixels", f"area ({st.area_unit})", "%",
+                          title=f"{st.scene_id} box {list(st.box)} ({kind})")
+            for r in st.rows:
+                table.add_row(str(r.label), r.name, f"{r.pixels:,.0f}", f"{r.area:,.1f}",
+                              f"{100 * r.fraction:.2f}")
+            Console().print(table)
+
+    _run(body)
+
+
+@query_app.command("preview")
+def preview_cmd(
+    output: OutputOpt,
+    scene: SceneOpt,
+    png: Annotated[Path, typer.Option("--png", help="PNG file to write.")],
+    box: BoxOpt = None,
+    bbox: BboxOpt = None,
+    max_size: Annotated[int, typer.Option(help="Longest side of the PNG in pixels.")] = 1024,
+    source: Annotated[bool, typer.Option(help="Blend the labels over the input image.")] = False,
+    alpha: Annotated[float, typer.Option(help="Label opacity over the source (0..1).")] = 0.5,
+    clip: ClipOpt = False,
+    config: ConfigOpt = None,
+) -> None:
+    """PNG preview coloured by the class colours, optionally over the source image."""
+
+    def body() -> None:
+        path = _store(output, config).scene(scene).preview(
+            png, box=_numbers(box, "--box", int), bbox=_numbers(bbox, "--bbox", float),
+            max_size=max_size, source=source, alpha=alpha, clip=clip)
+        typer.echo(str(path))
+
+    _run(body)
+
+
+# ------------------------------------------------------------------------------- nightly
+
+
+def nightly_cmd(
+    input: Annotated[
+        str, typer.Option("--input", "-i", help="Archive URL: local path, file:// or s3://b/p.")
+    ],
+    output: Annotated[str, typer.Option("--output", "-o", help="Output root of earlier runs.")],
+    config: Annotated[
+        Path | None, typer.Option("--config", "-c", help="Run config YAML (as for `run`).")
+    ] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Override one config field, FIELD=VALUE (repeatable)."),
+    ] = None,
+    address: Annotated[
+        str | None,
+        typer.Option("--address", help="Ray cluster: auto | HOST:PORT | ray://HOST:PORT. "
+                     "Omitted: a private local Ray, started only if there is work."),
+    ] = None,
+    num_cpus: Annotated[
+        int | None, typer.Option("--num-cpus", help="CPUs of the private local Ray.")
+    ] = None,
+    local: Annotated[bool, typer.Option("--local", help="No Ray: run in this process.")] = False,
+    run_id: Annotated[str | None, typer.Option("--run-id", help="Run id (default: time).")] = None,
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+) -> None:
+    """Process only new or changed scenes since the last run; append to the run history.
+
+    Exit code 0: all good or nothing to do; 1: a scene failed or is unreadable; 2: refused
+    (output locked by another run, other model/settings without --set overwrite=true, bad
+    config).
+    """
+    console = Console(stderr=True)
+    from pipeline.cli import parse_overrides
+    from pipeline.config import load_config
+    from pipeline.execute import ray_session
+    from pipeline.nightly import nightly
+
+    try:
+        cfg = load_config(config, parse_overrides(set_))
+        session = None if local else (lambda: ray_session(address, num_cpus=num_cpus))
+        report = nightly(input, output, cfg, run_id=run_id, session=session, progress=progress,
+                         console=console, summary=True)
+    except (PipelineError, ValueError, OSError) as exc:
+        console.print(f"[red]error:[/] {exc}", highlight=False)
+        raise typer.Exit(2) from None
+    console.print(report.line(), highlight=False)
+    raise typer.Exit(report.exit_code)

@@ -1,0 +1,332 @@
+"""Work plan: which windows each scene is read in and which output chunks they write.
+
+Pure: computed from scene metadata (shape, dtype) alone, never from pixels; no Ray, Dask,
+zarr or fsspec here, so ``len()`` of a plan is known before any read and tests are instant.
+
+Per scene the output is cut into a grid of ``chunk x chunk`` chunks; the grid includes the
+last partial chunk of each axis, so a scene of extent ``E`` has ``ceil(E / chunk)`` chunks
+along that axis. A :class:`WorkUnit` is one aligned block of ``unit_chunks x unit_chunks``
+chunks (its *core*) plus a ``halo`` of context on every side (its *window*). The window is
+read in-bounds only; the part of the halo that falls outside the scene is recorded as a
+:class:`Pad` and filled by reflection (:func:`pipeline.stitch.reflect_pad`), so the model
+always sees ``halo`` pixels of context around every core pixel. Cores tile the scene without
+overlap, so every output chunk has exactly one writer (race-free, idempotent writes).
+
+Plans stream: :meth:`Plan.units` is a generator, so an archive of 10^5 windows never
+materialises as a list (let alone as futures).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+__all__ = [
+    "Box",
+    "Pad",
+    "Plan",
+    "PlanSummary",
+    "SceneGrid",
+    "SceneLike",
+    "WorkUnit",
+    "grid_size",
+    "plan_archive",
+    "plan_scene",
+    "plan_token",
+]
+
+# Bytes per output pixel: uint8 labels, plus uint8 confidence when enabled. The pyramid adds
+# 1/4 + 1/16 + ... < 1/3 of level 0 on top.
+_PYRAMID_FACTOR = 4 / 3
+_ITEMSIZE = {"uint8": 1, "uint16": 2, "float32": 4, "int16": 2, "float64": 8}
+
+
+@dataclass(frozen=True, slots=True)
+class Box:
+    """Half-open pixel rectangle ``[y0, y1) x [x0, x1)`` in scene coordinates."""
+
+    y0: int
+    y1: int
+    x0: int
+    x1: int
+
+    @property
+    def height(self) -> int:
+        return self.y1 - self.y0
+
+    @property
+    def width(self) -> int:
+        return self.x1 - self.x0
+
+    @property
+    def area(self) -> int:
+        return self.height * self.width
+
+    def shift(self, dy: int, dx: int) -> Box:
+        return Box(self.y0 + dy, self.y1 + dy, self.x0 + dx, self.x1 + dx)
+
+
+@dataclass(frozen=True, slots=True)
+class Pad:
+    """Reflection padding (pixels) added around an in-bounds window at the scene edges."""
+
+    top: int = 0
+    bottom: int = 0
+    left: int = 0
+    right: int = 0
+
+    @property
+    def any(self) -> bool:
+        return bool(self.top or self.bottom or self.left or self.right)
+
+
+@dataclass(frozen=True, slots=True)
+class WorkUnit:
+    """One task: read ``window``, pad it by ``pad``, infer, write exactly ``core``.
+
+    ``row``/``col`` index the unit grid of its scene; ``core`` is chunk-aligned and clipped
+    to the scene (the last row/column of units may be partial).
+    """
+
+    scene_id: str
+    row: int
+    col: int
+    core: Box
+    window: Box
+    pad: Pad
+    chunk: int
+
+    @property
+    def unit_id(self) -> str:
+        """Deterministic id: same scene id + grid position -> same id, run after run."""
+        return f"{self.scene_id}#r{self.row}c{self.col}"
+
+    @property
+    def input_shape(self) -> tuple[int, int]:
+        """(H, W) of the padded model input."""
+        p = self.pad
+        return (self.window.height + p.top + p.bottom, self.window.width + p.left + p.right)
+
+    @property
+    def core_in_input(self) -> Box:
+        """Where the core sits inside the padded model input."""
+        dy = self.pad.top + self.core.y0 - self.window.y0
+        dx = self.pad.left + self.core.x0 - self.window.x0
+        return Box(dy, dy + self.core.height, dx, dx + self.core.width)
+
+    @property
+    def chunk_indices(self) -> tuple[tuple[int, int], ...]:
+        """Output chunks (cy, cx) this unit writes, row-major."""
+        c = self.chunk
+        rows = range(self.core.y0 // c, math.ceil(self.core.y1 / c))
+        cols = range(self.core.x0 // c, math.ceil(self.core.x1 / c))
+        return tuple((cy, cx) for cy in rows for cx in cols)
+
+
+def grid_size(extent: int, step: int) -> int:
+    """Number of grid cells of size ``step`` covering ``extent``, last partial one included.
+
+    ``ceil(extent / step)``; 0 for an empty extent.
+    """
+    if step <= 0:
+        raise ValueError(f"step={step!r} must be a positive number of pixels")
+    return -(-max(extent, 0) // step)
+
+
+@dataclass(frozen=True, slots=True)
+class SceneGrid:
+    """The unit grid of one scene. Iterating yields its :class:`WorkUnit` s row-major."""
+
+    scene_id: str
+    height: int
+    width: int
+    chunk: int
+    halo: int
+    unit_chunks: int = 1
+
+    def __post_init__(self) -> None:
+        if self.height < 1 or self.width < 1:
+            raise ValueError(
+                f"scene {self.scene_id!r} has shape ({self.height}, {self.width}); "
+                "both sides must be >= 1 pixel"
+            )
+        if self.chunk < 1 or self.halo < 0 or self.unit_chunks < 1:
+            raise ValueError(
+                f"chunk={self.chunk!r}, halo={self.halo!r}, unit_chunks={self.unit_chunks!r}: "
+                "need chunk >= 1, halo >= 0, unit_chunks >= 1"
+            )
+
+    @property
+    def unit_size(self) -> int:
+        return self.chunk * self.unit_chunks
+
+    @property
+    def rows(self) -> int:
+        return grid_size(self.height, self.unit_size)
+
+    @property
+    def cols(self) -> int:
+        return grid_size(self.width, self.unit_size)
+
+    @property
+    def chunk_grid(self) -> tuple[int, int]:
+        """Shape of the output chunk grid (last partial chunks included)."""
+        return grid_size(self.height, self.chunk), grid_size(self.width, self.chunk)
+
+    def __len__(self) -> int:
+        return self.rows * self.cols
+
+    def unit(self, row: int, col: int) -> WorkUnit:
+        """The unit at grid position (row, col)."""
+        if not (0 <= row < self.rows and 0 <= col < self.cols):
+            raise IndexError(
+                f"unit ({row}, {col}) is outside the {self.rows} x {self.cols} grid of "
+                f"scene {self.scene_id!r}"
+            )
+        u, h = self.unit_size, self.halo
+        core = Box(
+            row * u, min((row + 1) * u, self.height), col * u, min((col + 1) * u, self.width)
+        )
+        window = Box(
+            max(core.y0 - h, 0),
+            min(core.y1 + h, self.height),
+            max(core.x0 - h, 0),
+            min(core.x1 + h, self.width),
+        )
+        # Whatever part of the full halo lies outside the scene is reflected back in.
+        pad = Pad(
+            top=h - (core.y0 - window.y0),
+            bottom=h - (window.y1 - core.y1),
+            left=h - (core.x0 - window.x0),
+            right=h - (window.x1 - core.x1),
+        )
+        return WorkUnit(self.scene_id, row, col, core, window, pad, self.chunk)
+
+    def __iter__(self) -> Iterator[WorkUnit]:
+        for row in range(self.rows):
+            for col in range(self.cols):
+                yield self.unit(row, col)
+
+    def input_pixels(self) -> int:
+        """Pixels the model sees over all windows (padded), computed without iterating."""
+        return self._axis_input(self.height) * self._axis_input(self.width)
+
+    def read_pixels(self) -> int:
+        """Pixels read from storage over all windows (in-bounds parts only)."""
+        return self._axis_read(self.height) * self._axis_read(self.width)
+
+    # Window extents factor per axis (the grid is separable), so totals are sums of products.
+    def _axis_input(self, extent: int) -> int:
+        n, u = grid_size(extent, self.unit_size), self.unit_size
+        return sum(min((i + 1) * u, extent) - i * u + 2 * self.halo for i in range(n))
+
+    def _axis_read(self, extent: int) -> int:
+        n, u, h = grid_size(extent, self.unit_size), self.unit_size, self.halo
+        return sum(min((i + 1) * u + h, extent) - max(i * u - h, 0) for i in range(n))
+
+
+class SceneLike(Protocol):
+    """What planning needs of a scene (``pipeline.catalog.SceneInfo`` satisfies it)."""
+
+    scene_id: str
+    shape: tuple[int, int, int]  # (C, H, W)
+    dtype: str
+
+
+@dataclass(frozen=True, slots=True)
+class PlanSummary:
+    """Sizes of a plan, for ``--dry-run`` and progress bars."""
+
+    scenes: int
+    units: int
+    chunks: int
+    output_pixels: int
+    input_pixels: int
+    bytes_read: int
+    bytes_written: int
+
+    def estimated_seconds(self, input_mpx_per_s: float) -> float:
+        """Inference time at a measured model rate (Mpx of model input per second)."""
+        if input_mpx_per_s <= 0:
+            raise ValueError(f"rate {input_mpx_per_s!r} Mpx/s must be > 0")
+        return self.input_pixels / 1e6 / input_mpx_per_s
+
+    def as_dict(self) -> dict[str, int]:
+        return {f: getattr(self, f) for f in self.__dataclass_fields__}
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Unit grids of every planned scene, in catalog order."""
+
+    grids: tuple[SceneGrid, ...]
+    channels: tuple[int, ...]  # bands read per scene (after band selection)
+    itemsizes: tuple[int, ...]  # bytes per input sample per scene
+    confidence: bool = True
+
+    def __len__(self) -> int:
+        return sum(len(g) for g in self.grids)
+
+    def units(self) -> Iterator[WorkUnit]:
+        """All units, scene by scene, row-major; a generator (nothing is materialised)."""
+        for grid in self.grids:
+            yield from grid
+
+    def summary(self) -> PlanSummary:
+        out_px = sum(g.height * g.width for g in self.grids)
+        chunks = sum(math.prod(g.chunk_grid) for g in self.grids)
+        read = sum(
+            g.read_pixels() * c * s
+            for g, c, s in zip(self.grids, self.channels, self.itemsizes, strict=True)
+        )
+        per_px = 2 if self.confidence else 1
+        return PlanSummary(
+            scenes=len(self.grids),
+            units=len(self),
+            chunks=chunks,
+            output_pixels=out_px,
+            input_pixels=sum(g.input_pixels() for g in self.grids),
+            bytes_read=read,
+            bytes_written=round(out_px * per_px * _PYRAMID_FACTOR),
+        )
+
+
+def plan_scene(
+    scene_id: str, height: int, width: int, *, chunk: int, halo: int, unit_chunks: int = 1
+) -> SceneGrid:
+    """Plan one scene of ``height x width`` pixels."""
+    return SceneGrid(scene_id, height, width, chunk, halo, unit_chunks)
+
+
+def plan_archive(
+    scenes: Iterable[SceneLike],
+    *,
+    chunk: int,
+    halo: int,
+    unit_chunks: int = 1,
+    bands: Iterable[int] | None = None,
+    confidence: bool = True,
+) -> Plan:
+    """Plan every scene; ``bands`` (a selection) sets how many channels are read."""
+    band_count = None if bands is None else len(tuple(bands))
+    grids, channels, sizes = [], [], []
+    for s in scenes:
+        c, h, w = s.shape
+        grids.append(plan_scene(s.scene_id, h, w, chunk=chunk, halo=halo, unit_chunks=unit_chunks))
+        channels.append(c if band_count is None else band_count)
+        sizes.append(_ITEMSIZE.get(str(s.dtype), 4))
+    return Plan(tuple(grids), tuple(channels), tuple(sizes), confidence)
+
+
+def plan_token(settings: dict[str, Any]) -> str:
+    """Short, stable fingerprint of the settings that decide a unit's output.
+
+    Used as a resume token: a ledger entry is only trusted under the same token, so a resume
+    never mixes outputs of different configs, checkpoints or inputs.
+    """
+    blob = json.dumps(settings, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]

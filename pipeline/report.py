@@ -1,0 +1,202 @@
+"""Run manifest (JSON at ``<output>/_hgn/manifest-<run_id>.json``) and the final summary.
+
+The manifest is the run's record: every scene with its status (``ok`` / ``failed``), the error
+that failed it, unit counts, class areas, output location and time per stage; plus the run's
+settings (credentials masked), the model, the executor and throughput. Scenes the catalog could
+not read appear as ``failed`` with the catalog's reason.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+from pipeline.storage import get_fs, join_url, strip_protocol
+
+__all__ = [
+    "MANIFEST_DIR",
+    "RunManifest",
+    "SceneReport",
+    "class_iou",
+    "confusion_matrix",
+    "label_arrays",
+    "manifest_url",
+    "read_manifest",
+    "render_summary",
+    "write_manifest",
+]
+
+MANIFEST_DIR = "_hgn"
+STAGES = ("read", "infer", "write", "finalize")
+
+
+@dataclass
+class SceneReport:
+    """One scene's line in the manifest. Stage times are worker-seconds summed over units."""
+
+    scene_id: str
+    url: str
+    status: str = "pending"  # pending -> ok | failed
+    error: str | None = None
+    shape: tuple[int, int, int] | None = None
+    dtype: str | None = None
+    output: str | None = None
+    units_total: int = 0
+    units_done: int = 0
+    units_resumed: int = 0  # skipped because the ledger had them done
+    pixels: int = 0
+    class_pixels: dict[str, int] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
+
+    def fail(self, error: str) -> None:
+        """Mark failed; the first error is the one kept (later ones are consequences)."""
+        if self.status != "failed":
+            self.status, self.error = "failed", error
+
+
+@dataclass
+class RunManifest:
+    """Everything about one run; ``to_dict`` is the JSON written next to the outputs."""
+
+    run_id: str
+    input_url: str
+    output_url: str
+    started: str
+    finished: str | None = None
+    config: dict[str, Any] = field(default_factory=dict)
+    model: dict[str, Any] = field(default_factory=dict)
+    executor: dict[str, Any] = field(default_factory=dict)
+    plan: dict[str, Any] = field(default_factory=dict)
+    stages: dict[str, float] = field(default_factory=dict)  # wall seconds per driver stage
+    scenes: list[SceneReport] = field(default_factory=list)
+    package_version: str = ""
+
+    @property
+    def ok(self) -> list[SceneReport]:
+        return [s for s in self.scenes if s.status == "ok"]
+
+    @property
+    def failed(self) -> list[SceneReport]:
+        return [s for s in self.scenes if s.status != "ok"]
+
+    @property
+    def output_pixels(self) -> int:
+        return sum(s.pixels for s in self.scenes)
+
+    def mpx_per_s(self, stage: str = "total") -> float:
+        """Output megapixels written per wall second of ``stage`` ("total" or "execute")."""
+        seconds = self.stages.get(f"{stage}_s", 0.0)
+        return self.output_pixels / 1e6 / seconds if seconds > 0 else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["summary"] = {
+            "scenes_ok": len(self.ok),
+            "scenes_failed": len(self.failed),
+            "output_mpx": round(self.output_pixels / 1e6, 3),
+            "mpx_per_s": round(self.mpx_per_s("total"), 3),
+            "mpx_per_s_execute": round(self.mpx_per_s("execute"), 3),
+        }
+        return d
+
+
+def manifest_url(output_url: str, run_id: str) -> str:
+    return join_url(output_url, MANIFEST_DIR, f"manifest-{run_id}.json")
+
+
+def write_manifest(manifest: RunManifest, storage_options: dict[str, Any] | None = None) -> str:
+    """Write the manifest JSON under the output root; returns its URL."""
+    url = manifest_url(manifest.output_url, manifest.run_id)
+    fs = get_fs(manifest.output_url, storage_options)
+    path = strip_protocol(url)
+    fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+    fs.pipe_file(path, json.dumps(manifest.to_dict(), indent=2, default=str).encode())
+    return url
+
+
+def read_manifest(url: str, storage_options: dict[str, Any] | None = None) -> dict[str, Any]:
+    fs = get_fs(url, storage_options)
+    return json.loads(fs.cat_file(strip_protocol(url)))
+
+
+def render_summary(manifest: RunManifest, console: Console | None = None) -> None:
+    """Print the per-scene table and the totals (scenes ok/failed, Mpx/s, time per stage)."""
+    console = console or Console()
+    table = Table(title=f"run {manifest.run_id}", show_lines=False)
+    table.add_column("scene", overflow="fold")
+    for col in ("status", "size", "units", "read s", "infer s", "write s", "final s"):
+        table.add_column(col, justify="left" if col == "status" else "right", no_wrap=True)
+    for s in manifest.scenes:
+        size = f"{s.shape[1]}x{s.shape[2]}x{s.shape[0]}" if s.shape else "-"
+        status = "[green]ok[/]" if s.status == "ok" else f"[red]{s.status}[/]"
+        t = s.timings
+        table.add_row(
+            s.scene_id,
+            status,
+            size,
+            f"{s.units_done + s.units_resumed}/{s.units_total}",
+            *(f"{t.get(k, 0.0):.1f}" for k in STAGES),
+        )
+    console.print(table)
+    for s in manifest.failed:
+        console.print(f"[red]failed[/] {s.scene_id}: {s.error}", highlight=False)
+    stages = ", ".join(f"{k[:-2]} {v:.1f} s" for k, v in manifest.stages.items())
+    console.print(
+        f"scenes ok {len(manifest.ok)}, failed {len(manifest.failed)}; "
+        f"{manifest.output_pixels / 1e6:.1f} Mpx at {manifest.mpx_per_s('total'):.2f} Mpx/s "
+        f"end to end ({manifest.mpx_per_s('execute'):.2f} Mpx/s while executing); {stages}",
+        highlight=False,
+    )
+
+
+# ------------------------------------------------------------------ accuracy (Dask reductions)
+
+
+def label_arrays(
+    output_url: str, scene_id: str, info: Any, storage_options: dict[str, Any] | None = None
+) -> tuple[Any, Any]:
+    """Lazy Dask arrays (prediction, ground truth) of a scene; truth needs ``info.ground_truth``."""
+    import dask.array as da
+    import zarr
+
+    from pipeline.io.omezarr import LABELS_LAYER, scene_store_url
+
+    if info.ground_truth is None:
+        raise ValueError(f"scene {scene_id!r} has no ground-truth labels array next to its image")
+    kw = {"storage_options": storage_options} if storage_options else {}
+    pred = zarr.open_array(
+        scene_store_url(output_url, scene_id), path=f"labels/{LABELS_LAYER}/0", mode="r", **kw
+    )
+    truth = zarr.open_array(info.url, path=info.ground_truth, mode="r", **kw)
+    return da.from_zarr(pred), da.from_zarr(truth)
+
+
+def confusion_matrix(pred: Any, truth: Any, num_classes: int) -> np.ndarray:
+    """K x K pixel counts (rows: truth, columns: prediction), reduced chunk by chunk by Dask.
+
+    Memory stays at a few chunks whatever the scene size; ids >= K are ignored.
+    """
+    import dask.array as da
+
+    k = int(num_classes)
+    pred, truth = da.asarray(pred), da.asarray(truth)
+    if pred.shape != truth.shape:
+        raise ValueError(f"prediction {pred.shape} and ground truth {truth.shape} differ in shape")
+    truth = truth.rechunk(pred.chunks)
+    p, t = pred.astype("int64"), truth.astype("int64")
+    idx = da.where((p < k) & (t < k), t * k + p, k * k)  # k*k: out-of-range bin, dropped
+    counts = da.bincount(idx.ravel(), minlength=k * k + 1)
+    return np.asarray(counts.compute()[: k * k]).reshape(k, k)
+
+
+def class_iou(cm: np.ndarray) -> np.ndarray:
+    """Per-class IoU from a confusion matrix (NaN where a class is absent from both)."""
+    tp = np.diag(cm).astype(np.float64)
+    denom = cm.sum(0) + cm.sum(1) - tp
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(denom > 0, tp / denom, np.nan)

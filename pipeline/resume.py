@@ -1,0 +1,266 @@
+"""Resumable runs: the run lock, the ledger and ``run_pipeline`` put together.
+
+``hgn-pipeline run`` and ``nightly`` both go through :class:`ResumableRun`:
+
+1. take the output's run lock (:mod:`pipeline.runlock`): a second run on the same output is
+   refused with a message naming the holder; a dead holder's lock is taken over;
+2. bind the output to the run fingerprint (checkpoint sha256 + output settings): another
+   fingerprint is refused unless ``overwrite`` (:mod:`pipeline.ledger`);
+3. compare the catalog with the ledger: scenes ``done`` under this fingerprint with the same
+   input fingerprint are reused as they are; new, changed, failed and unfinished scenes are
+   (re)processed; scenes in the ledger but gone from the archive are reported, outputs kept;
+4. run only that subset; each chunk is recorded after its write succeeded, so a crash
+   loses at most the chunks in flight and a rerun of the same command redoes only those;
+5. record every processed scene ``done`` (chunks, pyramid and metadata written) or
+   ``failed``, compact the ledger, release the lock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from typing import Any
+
+from rich.console import Console
+
+from pipeline.catalog import Catalog, SceneInfo, catalog
+from pipeline.config import RunConfig
+from pipeline.ledger import Ledger, RunFingerprint, SceneRecord
+from pipeline.run import RunResult, new_run_id, run_pipeline
+from pipeline.runlock import RunLock
+from pipeline.storage import resolve_url, storage_options_from
+
+__all__ = ["Changes", "ResumableRun", "ResumeResult", "model_identity", "run_resumable"]
+
+log = logging.getLogger(__name__)
+
+LOCK_TTL_S = 300.0  # a holder silent this long is dead; > any clock skew and GC/IO pause
+HEARTBEAT_S = 30.0  # lock refresh period; 10 beats per TTL tolerate a few failed writes
+
+
+def model_identity(cfg: RunConfig, executor: Any | None = None) -> tuple[str, str]:
+    """(checkpoint sha256, arch) of the model the run will use, without loading weights.
+
+    With an ``executor`` (tests, custom models) its own model is what runs, so it is asked
+    (``start()`` is idempotent; its owner closes it); else the checkpoint's JSON is read.
+    """
+    if executor is not None:
+        executor.start()
+        return executor.model.sha256, executor.model.arch
+    from hgn_model.checkpoint import read_config
+
+    ckpt = read_config(cfg.checkpoint)
+    return ckpt.sha256, ckpt.arch
+
+
+@dataclass
+class Changes:
+    """The archive compared with the ledger (scene ids, sorted)."""
+
+    new: list[str] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)  # input fingerprint differs
+    retry: list[str] = field(default_factory=list)  # failed / unfinished before
+    unchanged: list[str] = field(default_factory=list)  # done, same input: reused
+    vanished: list[str] = field(default_factory=list)  # in the ledger, gone from the archive
+    unreadable: list[tuple[str, str]] = field(default_factory=list)  # catalog failures
+
+    @property
+    def todo(self) -> list[str]:
+        return sorted(self.new + self.changed + self.retry)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "new": self.new, "changed": self.changed, "retry": self.retry,
+            "unchanged": len(self.unchanged), "vanished": self.vanished,
+            "unreadable": [{"scene_id": s, "reason": r} for s, r in self.unreadable],
+        }
+
+
+def compare(cat: Catalog, records: dict[str, SceneRecord]) -> Changes:
+    """Classify the catalog's scenes against the ledger's records."""
+    ch = Changes()
+    for s in cat.scenes:
+        rec = records.get(s.scene_id)
+        if rec is None:
+            ch.new.append(s.scene_id)
+        elif rec.input_fingerprint not in (None, s.fingerprint):
+            ch.changed.append(s.scene_id)
+        elif rec.state == "done":
+            ch.unchanged.append(s.scene_id)
+        else:
+            ch.retry.append(s.scene_id)
+    listed = {s.scene_id for s in cat.scenes} | {f.scene_id for f in cat.failures}
+    ch.vanished = sorted(set(records) - listed)
+    ch.unreadable = [(f.scene_id, f.reason) for f in cat.failures]
+    return ch
+
+
+@dataclass
+class ResumeResult:
+    """What a resumable run did (``run`` is None when there was nothing to do)."""
+
+    run_id: str
+    fingerprint: str
+    changes: Changes
+    run: RunResult | None
+    lock_takeover: str | None = None
+
+    @property
+    def nothing_to_do(self) -> bool:
+        return self.run is None
+
+    @property
+    def units_reused(self) -> int:
+        return sum(s.units_resumed for s in self.run.manifest.scenes) if self.run else 0
+
+    @property
+    def exit_code(self) -> int:
+        if self.run is not None:
+            return self.run.exit_code
+        return 1 if self.changes.unreadable else 0
+
+    def describe(self) -> str:
+        """One sentence: what was reused, processed, failed, vanished."""
+        ch = self.changes
+        parts = [f"{len(ch.new)} new", f"{len(ch.changed)} changed", f"{len(ch.retry)} retried",
+                 f"{len(ch.unchanged)} unchanged (reused)", f"{len(ch.vanished)} vanished"]
+        if ch.unreadable:
+            parts.append(f"{len(ch.unreadable)} unreadable")
+        if self.run is None:
+            return f"nothing to do: {', '.join(parts)}"
+        m = self.run.manifest
+        return (f"{', '.join(parts)}; processed {len(m.ok)} ok, {len(m.failed)} failed; "
+                f"{self.units_reused} chunks reused from the ledger")
+
+
+class ResumableRun(AbstractContextManager["ResumableRun"]):
+    """Lock + ledger around one run on ``output_url`` (see module docstring)."""
+
+    def __init__(
+        self,
+        input_url: str,
+        output_url: str,
+        cfg: RunConfig,
+        *,
+        executor: Any | None = None,
+        run_id: str | None = None,
+        lock_ttl_s: float = LOCK_TTL_S,
+        heartbeat_s: float = HEARTBEAT_S,
+    ) -> None:
+        self.input_url, self.output_url = resolve_url(input_url), resolve_url(output_url)
+        self.cfg = cfg
+        self.executor = executor
+        self.run_id = run_id or new_run_id()
+        self.so = storage_options_from(cfg.s3)
+        self.lock = RunLock(self.output_url, self.run_id, storage_options=self.so,
+                            ttl_s=lock_ttl_s, heartbeat_s=heartbeat_s)
+        self.ledger: Ledger | None = None
+        self.catalog: Catalog | None = None
+        self.changes: Changes | None = None
+
+    def __enter__(self) -> ResumableRun:
+        self.lock.acquire()
+        try:
+            sha, arch = model_identity(self.cfg, self.executor)
+            fp = RunFingerprint.from_config(self.cfg, sha, arch)
+            self.ledger = Ledger.open(self.output_url, fp, storage_options=self.so,
+                                      overwrite=self.cfg.overwrite, run_id=self.run_id,
+                                      guard=self.lock.check, background=True)
+        except BaseException:
+            self.lock.release()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            if self.ledger is not None:
+                try:
+                    if not self.lock.lost:
+                        self.ledger.compact()
+                finally:
+                    self.ledger.close()
+        finally:
+            self.lock.release()
+
+    def plan(self) -> Changes:
+        """List the archive and compare it with the ledger."""
+        self.catalog = catalog(self.input_url, self.so, layout=self.cfg.layout)
+        self.changes = compare(self.catalog, self.ledger.scenes())
+        return self.changes
+
+    def execute(
+        self,
+        *,
+        progress: bool = False,
+        console: Console | None = None,
+        summary: bool = False,
+        session: Callable[[], AbstractContextManager[Any]] | None = None,
+    ) -> RunResult | None:
+        """Process :attr:`Changes.todo` (unreadable scenes go in its manifest); None if no work.
+
+        ``session``: entered only when there is work (e.g. starting Ray for a nightly run).
+        """
+        ch = self.changes if self.changes is not None else self.plan()
+        if not ch.todo:
+            return None
+        todo = set(ch.todo)
+        subset = Catalog(
+            scenes=[s for s in self.catalog.scenes if s.scene_id in todo],
+            failures=list(self.catalog.failures),
+            url=self.catalog.url,
+        )
+        for s in subset.scenes:  # clears the chunks of a changed scene before any write
+            self.ledger.mark_scene(s.scene_id, "running", s.fingerprint)
+        # The ledger decides what is done: an existing store of a scene to (re)process is ours
+        # to replace, unless the ledger is brand new (then its stores are someone else's).
+        cfg = self.cfg if self.ledger.created else self.cfg.with_overrides(overwrite=True)
+        with session() if session is not None else contextlib.nullcontext():
+            result = run_pipeline(
+                self.input_url, self.output_url, cfg, executor=self.executor,
+                ledger=self.ledger, run_id=self.run_id, progress=progress, console=console,
+                summary=summary, catalog_result=subset,
+            )
+        self._record(subset.scenes, result)
+        self.lock.check()
+        return result
+
+    def _record(self, scenes: list[SceneInfo], result: RunResult) -> None:
+        by_id = {s.scene_id: s for s in scenes}
+        for rep in result.manifest.scenes:
+            info = by_id.get(rep.scene_id)
+            if info is None:
+                continue  # a catalog failure: nothing was written
+            if rep.status == "ok":
+                self.ledger.mark_scene(rep.scene_id, "done", info.fingerprint, {
+                    "units": rep.units_total, "units_reused": rep.units_resumed,
+                    "class_pixels": rep.class_pixels, "output": rep.output,
+                })
+            else:
+                self.ledger.mark_scene(rep.scene_id, "failed", info.fingerprint,
+                                       {"error": rep.error})
+
+    def result(self, run: RunResult | None) -> ResumeResult:
+        return ResumeResult(self.run_id, self.ledger.fingerprint.token, self.changes, run,
+                            self.lock.took_over)
+
+
+def run_resumable(
+    input_url: str,
+    output_url: str,
+    cfg: RunConfig,
+    *,
+    executor: Any | None = None,
+    run_id: str | None = None,
+    progress: bool = False,
+    console: Console | None = None,
+    summary: bool = False,
+) -> ResumeResult:
+    """``run_pipeline`` with lock, fingerprint check and resume (the ``run`` command)."""
+    with ResumableRun(input_url, output_url, cfg, executor=executor, run_id=run_id) as rr:
+        rr.plan()
+        run = rr.execute(progress=progress, console=console, summary=summary)
+        return rr.result(run)
+

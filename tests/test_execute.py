@@ -1,0 +1,213 @@
+"""Executors: pool sizing, windowing exactness, Ray pool == in-process, GPU pinning, faults."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import _standin
+import numpy as np
+import pytest
+import ray.cloudpickle
+import torch
+from _standin import RF, CrashOnceLoader, TinyLoader, TinySegmenter, smooth_image, write_zarr_scene
+
+from pipeline.catalog import catalog
+from pipeline.config import load_config
+from pipeline.errors import ConfigError
+from pipeline.execute import (
+    Batch,
+    LocalExecutor,
+    RayExecutor,
+    SceneJob,
+    pool_spec,
+    ray_session,
+)
+from pipeline.io.omezarr import SceneWriter
+from pipeline.plan import plan_scene
+from pipeline.run import run_pipeline
+
+# Workers cannot import test modules: ship the stand-in model by value.
+ray.cloudpickle.register_pickle_by_value(_standin)
+
+
+# ---------------------------------------------------------------------------- pure sizing
+
+
+def test_pool_spec_cpu_gpu_and_reserve():
+    assert pool_spec({"CPU": 8}, threads=2).num_actors == 4
+    cpu = pool_spec({"CPU": 8}, threads=2, reserve_cpus=2)
+    assert (cpu.num_actors, cpu.num_cpus, cpu.num_gpus) == (3, 2.0, 0.0)
+    gpu = pool_spec({"CPU": 16, "GPU": 4}, cpus_per_gpu_actor=2)
+    assert (gpu.num_actors, gpu.num_cpus, gpu.num_gpus) == (4, 2.0, 1.0)
+    assert pool_spec({"CPU": 16, "GPU": 4}, use_gpu=False).num_gpus == 0
+    assert pool_spec({"CPU": 1}, threads=4).num_actors == 1  # never an empty pool
+    assert pool_spec({"CPU": 2}, reserve_cpus=1, read_path="dask").num_actors == 1
+
+
+def test_pool_spec_refuses_what_cannot_run():
+    with pytest.raises(ConfigError, match=r"use_gpu: true.*0 GPUs"):
+        pool_spec({"CPU": 4}, use_gpu=True)
+    # Actors holding every CPU would starve dask-on-ray's read tasks: a hang, refused up front.
+    with pytest.raises(ConfigError, match="reserve_cpus"):
+        pool_spec({"CPU": 2}, read_path="dask")
+
+
+# ------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module")
+def archive(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("archive")
+    write_zarr_scene(root, "odd", smooth_image(0, 3, 301, 517))
+    write_zarr_scene(root, "deep/thin", smooth_image(1, 3, 40, 700, "uint16"))
+    return root
+
+
+def _levels(out: Path, scene_id: str) -> list[np.ndarray]:
+    w = SceneWriter.open(str(out), scene_id)
+    arrays = [w.read_level(k) for k in range(w.levels)]
+    arrays += [w.read_level(k, "confidence") for k in range(w.levels)]
+    return arrays
+
+
+def _cfg(**kw):
+    base = dict(chunk=128, halo=16, batch_size=2, checkpoint="unused-standin", overwrite=True)
+    return load_config(overrides={**base, **kw})
+
+
+# ------------------------------------------------------------------ in-process reference
+
+
+def test_local_executor_reproduces_whole_scene_inference(archive, tmp_path):
+    """halo >= receptive field: tiled output == one forward over the whole scene (interior)."""
+    cfg = _cfg(halo=RF + 1)
+    res = run_pipeline(str(archive), str(tmp_path), cfg, executor=LocalExecutor(TinyLoader()))
+    assert res.ok, [s.error for s in res.manifest.failed]
+    info = catalog(str(archive)).get("odd")
+    from pipeline.io.readers import open_scene
+
+    img = open_scene(info).read(0, info.height, 0, info.width)
+    whole = TinySegmenter().predict(img, return_confidence=True)
+    w = SceneWriter.open(str(tmp_path), "odd")
+    got, conf = w.read_level(0), w.read_level(0, "confidence")
+    m = RF  # the scene edges differ: reflect-padded input vs the net's zero padding
+    np.testing.assert_array_equal(got[m:-m, m:-m], whole.labels[m:-m, m:-m])
+    np.testing.assert_array_equal(conf[m:-m, m:-m], whole.confidence[m:-m, m:-m])
+    scene = next(s for s in res.manifest.scenes if s.scene_id == "odd")
+    assert scene.units_done == scene.units_total == 3 * 5
+    assert sum(scene.class_pixels.values()) == scene.pixels == 301 * 517
+
+
+# ------------------------------------------------------------------------------- Ray
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    # Two logical GPUs on a CPU-only machine: Ray's GPU resources are bookkeeping, which is
+    # what lets the pinning test run here; the other tests ask for CPU actors explicitly.
+    with ray_session(None, num_cpus=2, num_gpus=2) as started:
+        assert started, "a Ray instance was already running in this process"
+        yield
+
+
+@pytest.fixture(scope="class")
+def pool(ray_cluster):
+    with RayExecutor(TinyLoader(), use_gpu="auto", max_in_flight_per_actor=2) as ex:
+        yield ex
+
+
+@pytest.mark.ray
+class TestTwoActorPool:
+    """One pool for these tests (actor start-up dominates their cost): use_gpu="auto" on two
+    logical GPUs -> two GPU-pinned actors whose models fall back to the CPU here."""
+
+    def test_one_actor_per_gpu_with_cpu_fallback(self, pool):
+        assert pool.spec.num_gpus == 1 and pool.spec.num_actors == 2
+        ids = [w.gpu_ids for w in pool.workers]
+        assert sorted(ids) == [("0",), ("1",)], ids  # one model per GPU, none shared
+        assert sorted(w.cuda_visible_devices for w in pool.workers) == ["0", "1"]
+        expected = "cuda" if torch.cuda.is_available() else "cpu"
+        assert {w.model.device for w in pool.workers} == {expected}
+        assert os.getpid() not in {w.pid for w in pool.workers}
+
+    def test_labels_bit_identical_to_in_process(self, archive, tmp_path, pool):
+        cfg = _cfg()
+        ray_run = run_pipeline(str(archive), str(tmp_path / "ray"), cfg, executor=pool)
+        local = run_pipeline(
+            str(archive), str(tmp_path / "local"), cfg, executor=LocalExecutor(TinyLoader())
+        )
+        assert ray_run.ok and local.ok
+        assert len({w.pid for w in ray_run.workers}) == 2
+        for sid in ("odd", "deep/thin"):
+            for a, b in zip(
+                _levels(tmp_path / "ray", sid), _levels(tmp_path / "local", sid), strict=True
+            ):
+                np.testing.assert_array_equal(a, b, err_msg=sid)
+        # Same class areas reported by both (counted in the workers).
+        pix = {s.scene_id: s.class_pixels for s in ray_run.manifest.scenes}
+        assert pix == {s.scene_id: s.class_pixels for s in local.manifest.scenes}
+
+    def test_batches_spread_with_bounded_in_flight(self, archive, tmp_path, pool):
+        info = catalog(str(archive)).get("odd")
+        SceneWriter.create(
+            str(tmp_path),
+            "odd",
+            info.height,
+            info.width,
+            128,
+            _standin.CLASSES,
+            {},
+            confidence=True,
+        )
+        job = SceneJob(info=info, output_url=str(tmp_path))
+        grid = plan_scene("odd", info.height, info.width, chunk=128, halo=8)
+        pulled = []
+
+        def batches():
+            for u in grid:
+                pulled.append(u.unit_id)
+                yield Batch(job, (u,))
+
+        stream = pool.map(batches())
+        first = next(stream)
+        # Lazy pull: at most 2 actors x 2 in flight (+1 being handed over) before a result.
+        assert len(pulled) <= 2 * 2 + 1
+        results = [first, *stream]
+        assert len(results) == len(grid) and all(r.error is None for r in results)
+        assert len({r.worker for r in results}) == 2
+
+
+@pytest.mark.ray
+@pytest.mark.timeout(180)
+def test_dask_read_path_runs_on_ray_and_matches(archive, tmp_path, ray_cluster):
+    """Window reads as dask graphs on Ray, with a CPU left free for them (no hang)."""
+    cfg = _cfg(use_gpu=False, read_path="dask")
+    dask_run = run_pipeline(
+        str(archive),
+        str(tmp_path / "dask"),
+        cfg,
+        executor=RayExecutor.from_config(cfg, TinyLoader()),
+    )
+    assert dask_run.ok, [s.error for s in dask_run.manifest.failed]
+    assert len(dask_run.workers) == 1  # 2 CPUs - 1 reserved for read tasks
+    run_pipeline(
+        str(archive), str(tmp_path / "local"), _cfg(), executor=LocalExecutor(TinyLoader())
+    )
+    for a, b in zip(
+        _levels(tmp_path / "dask", "odd"), _levels(tmp_path / "local", "odd"), strict=True
+    ):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.ray
+def test_crashed_actor_is_restarted_and_the_batch_retried(archive, tmp_path, ray_cluster):
+    cfg = _cfg(use_gpu=False, num_actors=1, actor_max_restarts=1, task_max_retries=1)
+    res = run_pipeline(
+        str(archive),
+        str(tmp_path / "out"),
+        cfg,
+        executor=RayExecutor.from_config(cfg, CrashOnceLoader(str(tmp_path / "m"))),
+    )
+    assert (tmp_path / "m").exists()  # it did crash once
+    assert res.ok, [s.error for s in res.manifest.failed]

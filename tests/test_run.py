@@ -1,0 +1,196 @@
+"""run_pipeline: manifest, per-scene failures, overwrite, resume via the ledger, dry run, seams."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from _standin import TinyLoader, TinySegmenter, smooth_image, write_zarr_scene
+
+from pipeline.catalog import catalog
+from pipeline.config import load_config
+from pipeline.execute import LocalExecutor
+from pipeline.io.omezarr import SceneWriter
+from pipeline.report import read_manifest
+from pipeline.run import MemoryLedger, dry_run, run_pipeline
+
+
+def _cfg(**kw):
+    base = dict(chunk=128, halo=16, checkpoint="unused-standin", io_retries=0)
+    return load_config(overrides={**base, **kw})
+
+
+@pytest.fixture()
+def archive(tmp_path) -> Path:
+    root = tmp_path / "archive"
+    write_zarr_scene(root, "good", smooth_image(0, 3, 200, 300))
+    write_zarr_scene(root, "nested/u16", smooth_image(1, 3, 130, 129, "uint16"))
+    return root
+
+
+def test_manifest_records_every_scene_and_failures_do_not_stop_others(archive, tmp_path):
+    # A scene whose pixels cannot be decoded (a corrupt chunk) ...
+    write_zarr_scene(archive, "corrupt", smooth_image(2, 3, 200, 200), chunks=128)
+    (archive / "corrupt.zarr" / "image" / "c" / "0" / "1" / "1").write_bytes(b"garbage")
+    # ... one the catalog cannot read, and one with the wrong band count.
+    (archive / "broken.zarr").mkdir()
+    (archive / "broken.zarr" / "zarr.json").write_text("{not json")
+    write_zarr_scene(archive, "fourband", smooth_image(3, 4, 64, 64))
+    out = tmp_path / "out"
+    res = run_pipeline(
+        str(archive),
+        str(out),
+        _cfg(batch_size=1),
+        run_id="r1",
+        executor=LocalExecutor(TinyLoader()),
+    )
+    status = {s.scene_id: s.status for s in res.manifest.scenes}
+    assert status == {
+        "good": "ok",
+        "nested/u16": "ok",
+        "corrupt": "failed",
+        "broken": "failed",
+        "fourband": "failed",
+    }
+    errors = {s.scene_id: s.error for s in res.manifest.failed}
+    # The first window overlapping the bad chunk fails the scene, with scene, unit and cause.
+    assert re.match(
+        r"read of corrupt#r0c0 failed: SceneReadError: scene 'corrupt'", errors["corrupt"]
+    ), errors["corrupt"]
+    assert errors["broken"].startswith("catalog:")
+    assert "4 bands go to a model that expects 3" in errors["fourband"]
+    assert "set bands: [0, 1, 2]" in errors["fourband"]
+    assert res.exit_code == 1
+    # The manifest on disk says the same, with timings per stage.
+    assert res.manifest_url == str(out / "_hgn" / "manifest-r1.json")
+    m = read_manifest(res.manifest_url)
+    assert m["summary"]["scenes_ok"] == 2 and m["summary"]["scenes_failed"] == 3
+    good = next(s for s in m["scenes"] if s["scene_id"] == "good")
+    assert good["units_done"] == good["units_total"] == 2 * 3
+    assert good["pixels"] == 200 * 300 == sum(good["class_pixels"].values())
+    assert set(good["timings"]) == {"read", "infer", "write", "finalize"}
+    assert {"catalog_s", "plan_s", "execute_s", "total_s"} <= set(m["stages"])
+    assert m["model"]["arch"] == "tiny-standin"
+    # Finished scenes are complete OME-Zarr stores carrying the run's provenance.
+    w = SceneWriter.open(str(out), "nested/u16")
+    assert w.complete and w.attrs["hgn"]["run_id"] == "r1"
+    fingerprint = catalog(str(archive)).get("nested/u16").fingerprint
+    assert w.attrs["hgn"]["input_fingerprint"] == fingerprint
+
+
+def test_uint16_value_max_and_band_order_reach_the_model(tmp_path):
+    root = tmp_path / "a"
+    img = smooth_image(5, 4, 96, 100, "uint16") // 16  # 12-bit data
+    write_zarr_scene(root, "s", img)
+    cfg = _cfg(bands=[2, 0, 1], value_max=4095, halo=8, chunk=64)
+    res = run_pipeline(str(root), str(tmp_path / "o"), cfg, executor=LocalExecutor(TinyLoader()))
+    assert res.ok, res.manifest.failed
+    got = SceneWriter.open(str(tmp_path / "o"), "s").read_level(0)
+    ref = TinySegmenter().predict(img[[2, 0, 1]], value_max=4095).labels
+    m = 3  # edges: reflect padding vs the net's zero padding
+    np.testing.assert_array_equal(got[m:-m, m:-m], ref[m:-m, m:-m])
+
+
+def test_existing_output_needs_overwrite(archive, tmp_path):
+    out = str(tmp_path / "out")
+    assert run_pipeline(str(archive), out, _cfg(), executor=LocalExecutor(TinyLoader())).ok
+    again = run_pipeline(str(archive), out, _cfg(), executor=LocalExecutor(TinyLoader()))
+    assert not again.ok
+    assert all("already exists" in s.error for s in again.manifest.failed)
+    assert run_pipeline(
+        str(archive), out, _cfg(overwrite=True), executor=LocalExecutor(TinyLoader())
+    ).ok
+
+
+class _Counting(TinyLoader):
+    def __call__(self, device="auto", threads=None):
+        model = super().__call__(device, threads)
+        _Counting.models.append(model)
+        return model
+
+
+def test_ledger_resume_skips_done_units_only_under_the_same_token(archive, tmp_path):
+    out, ledger = str(tmp_path / "out"), MemoryLedger()
+    first = run_pipeline(
+        str(archive), out, _cfg(), ledger=ledger, executor=LocalExecutor(TinyLoader())
+    )
+    total = sum(s.units_total for s in first.manifest.scenes)
+    assert first.ok and len(ledger) == total
+    before = SceneWriter.open(out, "good").read_level(0)
+
+    _Counting.models = []
+    resumed = run_pipeline(
+        str(archive), out, _cfg(), ledger=ledger, executor=LocalExecutor(_Counting())
+    )
+    assert resumed.ok
+    assert sum(s.units_resumed for s in resumed.manifest.scenes) == total
+    assert _Counting.models[0].calls == 0  # nothing was inferred again
+    np.testing.assert_array_equal(SceneWriter.open(out, "good").read_level(0), before)
+
+    # Another halo is another token: nothing may be reused (and the output is rewritten).
+    changed = run_pipeline(
+        str(archive),
+        out,
+        _cfg(halo=8, overwrite=True),
+        ledger=ledger,
+        executor=LocalExecutor(_Counting()),
+    )
+    assert changed.ok and sum(s.units_resumed for s in changed.manifest.scenes) == 0
+
+
+def test_dry_run_plans_and_measures_without_writing(archive, tmp_path):
+    d = dry_run(str(archive), _cfg(), loader=TinyLoader(), workers=2)
+    assert d.scenes == 2 and d.plan.units == 2 * 3 + 2 * 2
+    assert d.plan.output_pixels == 200 * 300 + 130 * 129
+    assert d.rate_mpx_s and d.rate_mpx_s > 0
+    assert d.estimated_s == pytest.approx(d.plan.input_pixels / 1e6 / (d.rate_mpx_s * 2))
+    assert not (tmp_path / "out").exists()
+
+
+def _shipped_or_skip() -> Path:
+    from hgn_model.checkpoint import SHIPPED_DIR
+
+    path = SHIPPED_DIR / "hgn.safetensors"
+    if not path.exists():
+        pytest.skip("the trained checkpoint hgn_model/checkpoints/hgn.safetensors is not shipped")
+    return path
+
+
+def test_seams_are_no_worse_than_the_interior(tmp_path):
+    """Disagreement with a run on a shifted grid, within 16 px of chunk borders vs elsewhere."""
+    from hgn_model.checkpoint import shipped_checkpoint
+    from hgn_model.data.synthetic import generate_scene
+
+    _shipped_or_skip()
+    chunk, halo, shift, band = 256, 128, 128, 16
+    scene = generate_scene(7, 1024 + shift, 1024 + shift)
+    root = tmp_path / "a"
+    write_zarr_scene(root, "base", scene.image[:, shift:, shift:])  # grid borders at k*chunk
+    write_zarr_scene(root, "shifted", scene.image)  # borders at k*chunk - shift in base coords
+    cfg = load_config(overrides=dict(chunk=chunk, halo=halo, checkpoint=str(shipped_checkpoint())))
+    res = run_pipeline(str(root), str(tmp_path / "o"), cfg, executor=LocalExecutor(cfg.checkpoint))
+    assert res.ok, res.manifest.failed
+    a = SceneWriter.open(str(tmp_path / "o"), "base").read_level(0)
+    b = SceneWriter.open(str(tmp_path / "o"), "shifted").read_level(0)[shift:, shift:]
+    differ = a != b
+    n = a.shape[0]
+    idx = np.arange(n)
+
+    def near(offset: int) -> np.ndarray:  # within `band` px of an internal border
+        d = (idx - offset) % chunk
+        dist = np.minimum(d, chunk - d)
+        inner = (idx > band) & (idx < n - band)
+        return (dist < band) & inner
+
+    edge = halo  # away from the scene edges, where the two crops differ in content
+    keep = np.zeros((n, n), bool)
+    keep[edge:-edge, edge:-edge] = True
+    near_a = (near(0)[:, None] | near(0)[None, :]) & keep
+    near_b = (near(-shift % chunk)[:, None] | near(-shift % chunk)[None, :]) & keep
+    interior = keep & ~near_a & ~near_b
+    seam = near_a & ~near_b
+    rate_seam, rate_int = differ[seam].mean(), differ[interior].mean()
+    ratio = (rate_seam + 1e-4) / (rate_int + 1e-4)
+    assert ratio <= 1.5, f"seam disagreement {rate_seam:.4f} vs interior {rate_int:.4f}"
