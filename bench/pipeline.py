@@ -3,6 +3,7 @@
     python bench/pipeline.py [--scenes 2] [--size 2048] [--checkpoint PATH] [--cpus 2]
 
 Parts (each in a fresh process, so memory figures are its own):
+- ``reads``     window reads alone: SceneReader.read vs Dask graphs (dask-on-ray, threads).
 - ``model``     model-only forward over the plan's windows, pre-loaded in memory: the limit.
 - ``pipeline``  ``run_pipeline`` on a private local Ray (actor pool, reads/writes in actors),
                 on the 1x archive and on a 4x archive (4x the scenes).
@@ -114,10 +115,10 @@ class PeakRss:
 
 def build_archive(root: Path, scenes: int, size: int) -> Path:
     """``scenes`` synthetic scenes of size x size (seeds 100..), reused when already there."""
-    from hgn_model.data.synthetic import make_archive
+    from hgn_model.data.synthetic import GENERATOR_VERSION, make_archive
 
     stamp = root / "bench-spec.json"
-    spec = {"scenes": scenes, "size": size, "version": 1}
+    spec = {"scenes": scenes, "size": size, "generator": GENERATOR_VERSION}
     if stamp.exists() and json.loads(stamp.read_text()) == spec:
         return root
     make_archive(root, seeds=range(100, 100 + scenes), sizes=(size, size), chunks=512)
@@ -356,7 +357,61 @@ def part_raydata(archive: Path, out: Path, checkpoint: str, cpus: int) -> dict:
     }
 
 
+class _WindowReader:
+    """A Ray actor that reads every window of a plan one way (no model: reads only)."""
+
+    def __init__(self, infos: dict) -> None:
+        self.infos = infos
+
+    def read_all(self, units: list, mode: str) -> float:
+        from ray.util.dask import ray_dask_get
+
+        from pipeline.io.readers import open_scene
+
+        t = time.perf_counter()
+        arrays = {}
+        for u in units:
+            info = self.infos[u.scene_id]
+            w = u.window
+            if mode == "actor":
+                open_scene(info).read(w.y0, w.y1, w.x0, w.x1)
+                continue
+            if u.scene_id not in arrays:
+                arrays[u.scene_id] = open_scene(info).to_dask(CHUNK)  # as read_path: dask
+            graph = arrays[u.scene_id][:, w.y0 : w.y1, w.x0 : w.x1]
+            graph.compute(scheduler=ray_dask_get if mode == "dask-ray" else "threads")
+        return time.perf_counter() - t
+
+
+def part_reads(archive: Path, out: Path, checkpoint: str, cpus: int) -> dict:
+    """Window reads alone, from a worker: SceneReader.read vs a Dask graph (on Ray / threads).
+
+    One actor holds 1 CPU; the others stay free for dask-on-ray's read tasks. Each way runs
+    three times, interleaved; the best time counts (the machine is shared).
+    """
+    import ray
+
+    from pipeline.execute import ray_session
+
+    cat, plan = _units(archive)
+    units = list(plan.units())
+    mpx = sum(u.window.area for u in units) / 1e6
+    best: dict[str, float] = {}
+    with ray_session(None, num_cpus=cpus):
+        reader = ray.remote(num_cpus=1)(_WindowReader).remote({s.scene_id: s for s in cat.scenes})
+        ray.get(reader.read_all.remote(units[:1], "actor"))  # warm: imports, first open
+        for _ in range(3):
+            for mode in ("actor", "dask-ray", "dask-threads"):
+                dt = ray.get(reader.read_all.remote(units, mode))
+                best[mode] = min(best.get(mode, dt), dt)
+    return {f"{m}_mpx_s": mpx / t for m, t in best.items()} | {
+        "windows": len(units),
+        "read_mpx": mpx,
+    }
+
+
 PARTS = {
+    "reads": part_reads,
     "model": part_model,
     "pipeline": part_pipeline,
     "dask": part_dask,
@@ -399,7 +454,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--checkpoint", default=None, help="default: the shipped hgn checkpoint")
     ap.add_argument("--cpus", type=int, default=os.cpu_count() or 2)
     ap.add_argument("--work", type=Path, default=REPO / "runs" / "bench-pipeline")
-    ap.add_argument("--parts", default="model,pipeline,dask,naive,raydata,pipeline4x")
+    ap.add_argument("--parts", default="reads,model,pipeline,dask,naive,raydata,pipeline4x")
     ap.add_argument("--result", type=Path, default=REPO / "bench" / "results" / "pipeline.json")
     ap.add_argument("--part", choices=sorted(PARTS), help=argparse.SUPPRESS)
     ap.add_argument("--archive", type=Path, help=argparse.SUPPRESS)
@@ -451,6 +506,9 @@ def main(argv: list[str] | None = None) -> int:
         "pipeline_vs_raydata_speed": ratio(get("raydata", "wall_incl_start_s"), p_incl),
         "pipeline_vs_naive_speed": ratio(get("naive", "wall_incl_start_s"), p_incl),
         "dask_reads_vs_actor_reads_speed": ratio(get("pipeline", "wall_s"), get("dask", "wall_s")),
+        "read_only_dask_ray_vs_actor": ratio(
+            get("reads", "dask-ray_mpx_s"), get("reads", "actor_mpx_s")
+        ),
         "wall_4x_over_1x": ratio(get("pipeline4x", "wall_s"), get("pipeline", "wall_s")),
         "peak_rss_4x_over_1x": ratio(
             get("pipeline4x", "peak_rss_mib"), get("pipeline", "peak_rss_mib")

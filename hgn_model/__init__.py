@@ -3,34 +3,41 @@
 Public API::
 
     from hgn_model import create_model, list_models, Segmenter, load_checkpoint, save_checkpoint
+
+Names are imported lazily so that light users (``hgn_model.data.synthetic``, ``--help``) do not
+pay for importing torch.
 """
 
-from hgn_model.checkpoint import (
-    CheckpointConfig,
-    ClassInfo,
-    load_checkpoint,
-    save_checkpoint,
-    shipped_checkpoint,
-)
-from hgn_model.errors import CheckpointError, ConfigError, HGNError, InputError
-from hgn_model.registry import create_model, list_models
-from hgn_model.segmenter import Prediction, Segmenter
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 from hgn_model._version import __version__
 
-__all__ = [
-    "CheckpointConfig",
-    "CheckpointError",
-    "ClassInfo",
-    "ConfigError",
-    "HGNError",
-    "InputError",
-    "Prediction",
-    "Segmenter",
-    "__version__",
-    "create_model",
-    "list_models",
-    "load_checkpoint",
-    "save_checkpoint",
-    "shipped_checkpoint",
-]
+_EXPORTS = {
+    "CheckpointConfig": "hgn_model.checkpoint",
+    "ClassInfo": "hgn_model.checkpoint",
+    "load_checkpoint": "hgn_model.checkpoint",
+    "save_checkpoint": "hgn_model.checkpoint",
+    "shipped_checkpoint": "hgn_model.checkpoint",
+    "CheckpointError": "hgn_model.errors",
+    "ConfigError": "hgn_model.errors",
+    "HGNError": "hgn_model.errors",
+    "InputError": "hgn_model.errors",
+    "create_model": "hgn_model.registry",
+    "list_models": "hgn_model.registry",
+    "Prediction": "hgn_model.segmenter",
+    "Segmenter": "hgn_model.segmenter",
+}
+
+__all__ = ["__version__", *sorted(_EXPORTS)]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'hgn_model' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

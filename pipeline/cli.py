@@ -104,9 +104,9 @@ def run_cmd(
     """
     console = Console(stderr=True)
     from pipeline.config import load_config
+    from pipeline.dryrun import dry_run as plan_only
     from pipeline.execute import ray_session
     from pipeline.resume import ResumableRun
-    from pipeline.run import dry_run as plan_only
 
     try:
         cfg = load_config(config, parse_overrides(set_))
@@ -132,6 +132,14 @@ from pipeline.ops_cli import nightly_cmd, query_app  # noqa: E402
 
 app.command("nightly")(nightly_cmd)
 app.add_typer(query_app, name="query")
+
+
+# ------------------------------------------------------------------- train, evaluate (model)
+# The model package owns these; see hgn_model/cli.py.
+from hgn_model.cli import evaluate_cmd, train_cmd  # noqa: E402
+
+app.command("train")(train_cmd)
+app.command("evaluate")(evaluate_cmd)
 
 
 if __name__ == "__main__":  # pragma: no cover

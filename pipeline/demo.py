@@ -1,7 +1,7 @@
 """``make demo``: a synthetic archive -> local Ray -> OME-Zarr label mosaics -> areas, IoU, PNG.
 
-Builds three ~3000 x 3000 synthetic scenes (one not aligned to the chunk grid, one uint16 and
-4-band when the checkpoint takes 4 bands, else 3-band uint16) under ``./demo_output/archive``,
+Builds three ~3000 x 3000 synthetic scenes (one not aligned to the chunk grid, one uint16;
+4-band when the checkpoint takes 4 bands, else 3-band) under ``./demo_output/archive``,
 starts a private Ray on 127.0.0.1, segments them with the shipped checkpoint into
 ``./demo_output/labels``, then prints per-scene class areas and IoU against the ground truth
 stored next to each image, and writes a preview PNG. Nothing else needs to be running.
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -34,18 +35,23 @@ DEMO_SETTINGS = {"chunk": 1024, "halo": 128, "batch_size": 1, "overwrite": True}
 
 def build_archive(root: Path, in_channels: int) -> list[str]:
     """Write the demo scenes (reused when already there with the same spec)."""
-    from hgn_model.data.synthetic import generate_scene, write_scene_zarr
+    from hgn_model.data.synthetic import GENERATOR_VERSION, generate_scene, write_scene_zarr
 
-    spec = {"scenes": DEMO_SCENES, "in_channels": in_channels, "version": 1}
+    spec = {"scenes": DEMO_SCENES, "in_channels": in_channels, "generator": GENERATOR_VERSION}
     stamp = root / "demo-spec.json"
     if stamp.exists() and json.loads(stamp.read_text()) == json.loads(json.dumps(spec)):
         return sorted(str(p) for p in root.glob("*.zarr"))
-    root.mkdir(parents=True, exist_ok=True)
+    if root.exists():  # a stale archive of another spec: replace it whole
+        shutil.rmtree(root)
+    root.mkdir(parents=True)
     paths = []
     for seed, h, w, dtype in DEMO_SCENES:
-        bands = in_channels if dtype == "uint16" and in_channels == 4 else 3
+        # A 4-band checkpoint gets 4-band scenes (the uint16 one included), else RGB.
+        bands = 4 if in_channels == 4 else 3
         scene = generate_scene(seed, h, w, bands=bands, dtype=dtype)
-        name = f"scene-{seed}-{h}x{w}-{dtype}-{bands}band.zarr"
+        c = DEMO_SETTINGS["chunk"]
+        aligned = "aligned" if h % c == 0 and w % c == 0 else "unaligned"
+        name = f"{dtype}-{aligned}-{seed}.zarr"
         paths.append(write_scene_zarr(root / name, scene, chunks=512))
         print(f"  wrote {name}", flush=True)
     stamp.write_text(json.dumps(spec))
@@ -130,6 +136,13 @@ def main(argv: list[str] | None = None) -> int:
         console.print(f"[red]cannot run the demo:[/] {e}", soft_wrap=True)
         return 2
     ckpt = read_config(cfg.checkpoint)
+    if ckpt.in_channels not in (3, 4):
+        console.print(
+            f"[red]cannot run the demo:[/] the checkpoint takes {ckpt.in_channels} "
+            "bands; the synthetic generator draws 3 or 4",
+            soft_wrap=True,
+        )
+        return 2
     archive, output = (args.root / "archive").resolve(), (args.root / "labels").resolve()
     console.print(f"[bold]1/3[/] synthetic archive in {archive}")
     build_archive(archive, ckpt.in_channels)

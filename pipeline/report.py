@@ -75,6 +75,7 @@ class RunManifest:
     stages: dict[str, float] = field(default_factory=dict)  # wall seconds per driver stage
     scenes: list[SceneReport] = field(default_factory=list)
     package_version: str = ""
+    error: str | None = None  # set when the run itself broke (e.g. every model actor died)
 
     @property
     def ok(self) -> list[SceneReport]:
@@ -128,11 +129,11 @@ def render_summary(manifest: RunManifest, console: Console | None = None) -> Non
     """Print the per-scene table and the totals (scenes ok/failed, Mpx/s, time per stage)."""
     console = console or Console()
     table = Table(title=f"run {manifest.run_id}", show_lines=False)
-    table.add_column("scene", overflow="fold")
+    table.add_column("scene", overflow="fold", min_width=16)
     for col in ("status", "size", "units", "read s", "infer s", "write s", "final s"):
         table.add_column(col, justify="left" if col == "status" else "right", no_wrap=True)
     for s in manifest.scenes:
-        size = f"{s.shape[1]}x{s.shape[2]}x{s.shape[0]}" if s.shape else "-"
+        size = f"{s.shape[1]}x{s.shape[2]}" if s.shape else "-"
         status = "[green]ok[/]" if s.status == "ok" else f"[red]{s.status}[/]"
         t = s.timings
         table.add_row(

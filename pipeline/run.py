@@ -35,16 +35,14 @@ from pipeline.execute import (
     RayExecutor,
     SceneJob,
 )
-from pipeline.plan import PlanSummary, SceneGrid, plan_archive, plan_scene, plan_token
+from pipeline.plan import SceneGrid, plan_archive, plan_scene, plan_token
 from pipeline.report import RunManifest, SceneReport, render_summary, write_manifest
 from pipeline.storage import resolve_url, storage_options_from
 
 __all__ = [
     "ChunkLedger",
-    "DryRun",
     "MemoryLedger",
     "RunResult",
-    "dry_run",
     "new_run_id",
     "run_pipeline",
 ]
@@ -290,6 +288,12 @@ def run_pipeline(
                 progress,
                 console,
             )
+        except Exception as e:  # the run broke as a whole: still leave its manifest behind
+            manifest.error = f"{type(e).__name__}: {e}"
+            manifest.stages["total_s"] = time.perf_counter() - t_start
+            manifest.finished = _now()
+            write_manifest(manifest, so)
+            raise
         finally:
             if owned:
                 executor.close()
@@ -373,7 +377,26 @@ def _execute(
     manifest.stages["plan_s"] = time.perf_counter() - t
 
     bar = _Progress(progress, console, len(states), len(plan))
-    finalizing: list[tuple[_SceneState, Any]] = []
+    finalizing: list[tuple[_SceneState, Any]] = []  # in flight only: drained as they finish
+
+    def record_finalized(st: _SceneState, fut: Any) -> None:
+        try:
+            fin = fut.result()
+            error = fin.error
+            st.report.timings["finalize"] = fin.seconds
+        except Exception as e:  # the actor died while finalizing
+            error = f"finalize failed: {type(e).__name__}: {e}"
+        if error:
+            st.report.fail(error)
+        else:
+            st.report.status = "ok"
+        bar.advance(scenes=1)
+
+    def drain(wait: bool = False) -> None:
+        for item in list(finalizing):
+            if wait or item[1].done():
+                finalizing.remove(item)
+                record_finalized(*item)
 
     def maybe_finalize(st: _SceneState) -> None:
         r = st.report
@@ -471,6 +494,7 @@ def _execute(
             if not was_failed:
                 bar.advance(scenes=1)
         maybe_finalize(st)
+        drain()
 
     t = time.perf_counter()
     try:
@@ -478,18 +502,7 @@ def _execute(
             consume(res)
         manifest.stages["execute_s"] = time.perf_counter() - t
         t = time.perf_counter()
-        for st, fut in finalizing:
-            try:
-                fin = fut.result()
-                error = fin.error
-                st.report.timings["finalize"] = fin.seconds
-            except Exception as e:  # the actor died while finalizing
-                error = f"finalize failed: {type(e).__name__}: {e}"
-            if error:
-                st.report.fail(error)
-            else:
-                st.report.status = "ok"
-            bar.advance(scenes=1)
+        drain(wait=True)
         manifest.stages["finalize_s"] = time.perf_counter() - t
     except Exception as e:  # the pool itself broke: every unfinished scene fails with why
         for st in states.values():
@@ -501,111 +514,3 @@ def _execute(
         for st in states.values():
             if st.report.status == "pending":  # never fully scheduled (e.g. aborted)
                 st.report.fail("not all units were processed")
-
-
-@dataclass(frozen=True)
-class DryRun:
-    """What a run would do: the plan's sizes and a time estimate from a measured rate."""
-
-    scenes: int
-    failures: list[tuple[str, str]]
-    plan: PlanSummary
-    rate_mpx_s: float | None  # model input Mpx/s of ONE worker, measured here
-    workers: int
-    estimated_s: float | None
-
-    def render(self, console: Console) -> None:
-        p = self.plan
-        console.print(
-            f"scenes {self.scenes} (+{len(self.failures)} unreadable), windows {p.units}, "
-            f"chunks {p.chunks}, output {p.output_pixels / 1e6:.1f} Mpx, model input "
-            f"{p.input_pixels / 1e6:.1f} Mpx, read {p.bytes_read / 2**20:.1f} MiB, "
-            f"write ~{p.bytes_written / 2**20:.1f} MiB",
-            highlight=False,
-        )
-        for sid, why in self.failures:
-            console.print(f"[red]unreadable[/] {sid}: {why}", highlight=False)
-        if self.estimated_s is not None:
-            console.print(
-                f"estimated inference time: {self.estimated_s:.0f} s with {self.workers} "
-                f"worker(s) at {self.rate_mpx_s:.2f} Mpx/s each (measured on this machine)",
-                highlight=False,
-            )
-
-
-def dry_run(
-    input_url: str,
-    cfg: RunConfig,
-    *,
-    measure: bool = True,
-    loader: Any = None,
-    workers: int | None = None,
-) -> DryRun:
-    """Catalog + plan only (no output written); optionally time one real window.
-
-    The rate is measured on the first planned window, read from the archive, with
-    ``threads_per_actor`` torch threads; ``workers`` defaults to the pool size the cluster
-    (or this machine, without Ray) would get.
-    """
-    import os
-
-    import ray
-
-    from pipeline.execute import pool_spec
-
-    so = storage_options_from(cfg.s3)
-    cat = catalog(resolve_url(input_url), so, layout=cfg.layout)
-    plan = plan_archive(
-        cat.scenes,
-        chunk=cfg.chunk,
-        halo=cfg.halo,
-        unit_chunks=cfg.unit_chunks,
-        bands=cfg.bands,
-        confidence=cfg.confidence,
-    )
-    summary = plan.summary()
-    if workers is None:
-        res = ray.cluster_resources() if ray.is_initialized() else {"CPU": os.cpu_count() or 1}
-        workers = pool_spec(
-            res,
-            num_actors=cfg.num_actors,
-            threads=cfg.threads_per_actor,
-            use_gpu=cfg.use_gpu if res.get("GPU") else False,
-            reserve_cpus=cfg.effective_reserve_cpus,
-        ).num_actors
-    rate = None
-    if measure and cat.scenes:
-        rate = _measure_rate(cat.scenes[0], plan.grids[0], cfg, loader, so)
-    est = summary.estimated_seconds(rate * workers) if rate else None
-    return DryRun(
-        scenes=len(cat.scenes),
-        failures=[(f.scene_id, f.reason) for f in cat.failures],
-        plan=summary,
-        rate_mpx_s=rate,
-        workers=workers,
-        estimated_s=est,
-    )
-
-
-def _measure_rate(
-    scene: SceneInfo, grid: SceneGrid, cfg: RunConfig, loader: Any, so: dict[str, Any]
-) -> float:
-    """Model-input Mpx/s on the scene's first window (one warm-up, then one timed pass)."""
-    from pipeline.stitch import model_input
-
-    with LocalExecutor(loader or cfg.checkpoint, threads=cfg.threads_per_actor) as ex:
-        proc = ex.processor
-        job = SceneJob(
-            info=scene,
-            output_url="",
-            bands=cfg.bands,
-            value_max=cfg.value_max,
-            confidence=cfg.confidence,
-            storage_options=dict(so),
-        )
-        unit = grid.unit(0, 0)
-        x = model_input(proc.read_window(job, unit), unit)
-        proc.predict([x], job)
-        t = time.perf_counter()
-        proc.predict([x], job)
-        return x.shape[-2] * x.shape[-1] / 1e6 / (time.perf_counter() - t)

@@ -8,9 +8,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from _standin import make_tiny_checkpoint, smooth_image, write_zarr_scene
 from typer.testing import CliRunner
 
-from _standin import make_tiny_checkpoint, smooth_image, write_zarr_scene
 from pipeline.cli import app
 from pipeline.io.omezarr import SceneWriter
 from pipeline.report import read_manifest

@@ -2,26 +2,27 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
 import _standin
 import numpy as np
 import pytest
+import ray
 import ray.cloudpickle
 import torch
 from _standin import RF, CrashOnceLoader, TinyLoader, TinySegmenter, smooth_image, write_zarr_scene
 
 from pipeline.catalog import catalog
 from pipeline.config import load_config
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, PipelineError
 from pipeline.execute import (
     Batch,
     LocalExecutor,
     RayExecutor,
     SceneJob,
     pool_spec,
-    ray_session,
 )
 from pipeline.io.omezarr import SceneWriter
 from pipeline.plan import plan_scene
@@ -106,9 +107,17 @@ def test_local_executor_reproduces_whole_scene_inference(archive, tmp_path):
 def ray_cluster():
     # Two logical GPUs on a CPU-only machine: Ray's GPU resources are bookkeeping, which is
     # what lets the pinning test run here; the other tests ask for CPU actors explicitly.
-    with ray_session(None, num_cpus=2, num_gpus=2) as started:
-        assert started, "a Ray instance was already running in this process"
-        yield
+    assert not ray.is_initialized(), "a Ray instance is already running in this process"
+    ray.init(
+        address="local",
+        num_cpus=2,
+        num_gpus=2,
+        include_dashboard=False,
+        _node_ip_address="127.0.0.1",
+        log_to_driver=False,
+    )
+    yield
+    ray.shutdown()
 
 
 @pytest.fixture(scope="class")
@@ -177,6 +186,32 @@ class TestTwoActorPool:
         assert len(results) == len(grid) and all(r.error is None for r in results)
         assert len({r.worker for r in results}) == 2
 
+    @pytest.mark.s3
+    def test_s3_archive_to_another_bucket(self, archive, tmp_path, s3_server, pool):
+        """Actors read from one bucket and write to another with the run's S3 options."""
+        so = s3_server.storage_options
+        src, dst = s3_server.make_bucket("pe-archive"), s3_server.make_bucket("pe-labels")
+        img = smooth_image(9, 3, 200, 260, "uint16")
+        write_zarr_scene(f"{src}/run1", "s3scene", img, storage_options=so)
+        write_zarr_scene(tmp_path / "local-archive", "s3scene", img)
+        s3 = {"endpoint_url": s3_server.endpoint_url, "key": so["key"], "secret": so["secret"]}
+        cfg = _cfg(s3=s3)
+        remote = run_pipeline(f"{src}/run1", f"{dst}/out", cfg, executor=pool)
+        assert remote.ok, [s.error for s in remote.manifest.failed]
+        assert remote.manifest_url.startswith(f"{dst}/out/_hgn/manifest-")
+        local = run_pipeline(
+            str(tmp_path / "local-archive"),
+            str(tmp_path / "o"),
+            _cfg(),
+            executor=LocalExecutor(TinyLoader()),
+        )
+        got = SceneWriter.open(f"{dst}/out", "s3scene", storage_options=so)
+        ref = SceneWriter.open(str(tmp_path / "o"), "s3scene")
+        assert local.ok and got.complete
+        for k in range(got.levels):
+            np.testing.assert_array_equal(got.read_level(k), ref.read_level(k))
+        assert so["secret"] not in json.dumps(remote.manifest.to_dict())
+
 
 @pytest.mark.ray
 @pytest.mark.timeout(180)
@@ -211,3 +246,17 @@ def test_crashed_actor_is_restarted_and_the_batch_retried(archive, tmp_path, ray
     )
     assert (tmp_path / "m").exists()  # it did crash once
     assert res.ok, [s.error for s in res.manifest.failed]
+
+
+@pytest.mark.ray
+def test_when_every_actor_is_gone_the_run_fails_with_a_manifest(archive, tmp_path, ray_cluster):
+    cfg = _cfg(use_gpu=False, num_actors=1, actor_max_restarts=0, task_max_retries=0)
+    out = tmp_path / "out"
+    ex = RayExecutor.from_config(cfg, CrashOnceLoader(str(tmp_path / "m")))
+    with pytest.raises(PipelineError, match="every model actor died"):
+        run_pipeline(str(archive), str(out), cfg, executor=ex, run_id="dead")
+    ex.close()
+    m = json.loads((out / "_hgn" / "manifest-dead.json").read_text())
+    assert "every model actor died" in m["error"]
+    assert {s["status"] for s in m["scenes"]} == {"failed"}
+    assert any("model actor 0 died" in (s["error"] or "") for s in m["scenes"])

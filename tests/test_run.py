@@ -11,10 +11,11 @@ from _standin import TinyLoader, TinySegmenter, smooth_image, write_zarr_scene
 
 from pipeline.catalog import catalog
 from pipeline.config import load_config
+from pipeline.dryrun import dry_run
 from pipeline.execute import LocalExecutor
 from pipeline.io.omezarr import SceneWriter
 from pipeline.report import read_manifest
-from pipeline.run import MemoryLedger, dry_run, run_pipeline
+from pipeline.run import MemoryLedger, run_pipeline
 
 
 def _cfg(**kw):
@@ -194,3 +195,46 @@ def test_seams_are_no_worse_than_the_interior(tmp_path):
     rate_seam, rate_int = differ[seam].mean(), differ[interior].mean()
     ratio = (rate_seam + 1e-4) / (rate_int + 1e-4)
     assert ratio <= 1.5, f"seam disagreement {rate_seam:.4f} vs interior {rate_int:.4f}"
+
+
+def test_blocks_of_chunks_write_what_single_chunks_write(archive, tmp_path):
+    """unit_chunks=2 (one window per 2x2 chunks): same labels once halo >= receptive field."""
+    outs = {}
+    for k in (1, 2):
+        out = tmp_path / f"k{k}"
+        res = run_pipeline(
+            str(archive),
+            str(out),
+            _cfg(unit_chunks=k, halo=4),
+            executor=LocalExecutor(TinyLoader()),
+        )
+        assert res.ok, res.manifest.failed
+        outs[k] = SceneWriter.open(str(out), "good").read_level(0)
+        units = {s.scene_id: s.units_total for s in res.manifest.scenes}
+        assert units["good"] == (6 if k == 1 else 2)
+    np.testing.assert_array_equal(outs[1], outs[2])
+
+
+def test_geotiff_input_keeps_its_georeference(tmp_path):
+    import tifffile
+
+    from pipeline.io.geotiff import geotiff_extratags
+
+    root = tmp_path / "tif"
+    root.mkdir()
+    img = smooth_image(4, 3, 150, 170)
+    transform = (500000.0, 10.0, 0.0, 4200000.0, 0.0, -10.0)
+    tifffile.imwrite(
+        root / "field.tif",
+        np.moveaxis(img, 0, -1),
+        photometric="rgb",
+        tile=(64, 64),
+        extratags=geotiff_extratags("EPSG:32633", transform),
+    )
+    res = run_pipeline(str(root), str(tmp_path / "o"), _cfg(), executor=LocalExecutor(TinyLoader()))
+    assert res.ok, res.manifest.failed
+    w = SceneWriter.open(str(tmp_path / "o"), "field")
+    geo = w.attrs["hgn"]["georeference"]
+    assert geo["crs"] == "EPSG:32633" and tuple(geo["transform"]) == transform
+    ref = TinySegmenter().predict(img).labels
+    np.testing.assert_array_equal(w.read_level(0)[3:-3, 3:-3], ref[3:-3, 3:-3])

@@ -5,22 +5,26 @@ trade-off real (see ``shared/design/hgn-model.md``, "Why a synthetic benchmark")
 
 * **Region classes** (urban, agriculture, rangeland, forest, water) are smooth irregular areas
   hundreds of px across, each with its own texture. Their layout is a per-scene random partition
-  of smooth noise fields at 1/4 resolution, read at full resolution through a small random warp
-  so that borders are natural curves rather than 4 px staircases.
+  of smooth noise fields at 1/4 resolution; border pixels are decided again at full resolution
+  on the interpolated fields, so borders are smooth curves rather than 4 px staircases.
 * **Context pair** ``CONTEXT_CLASSES = (forest, plantation)``: both are painted by one texture
   entry (same base colour, same noise fields, same amplitudes), so their local statistics are
   identical. They differ only in large-scale layout: a plantation is one parcel of the
-  agricultural field grid - a straight-edged rotated rectangle of 120-420 px per side, lying
-  wholly inside farmland and surrounded by its grass tracks - while forest is an irregular blob
-  of the natural landscape, never closer than ``PLANTATION_FOREST_GAP`` px to a plantation.
-  Telling an interior pixel apart therefore needs a receptive field of hundreds of px (see the
-  outline of the region or the field grid around it). The test measures the cue as the
-  rectangularity of connected components (area / smallest rotated bounding-box area).
+  agricultural field grid - a straight-edged rotated rectangle of ~115-415 px per side, wholly
+  inside the scene, in a parcel that is mostly farmland (it may replace rangeland, never town or
+  water) and framed by the grid's grass tracks - while forest is an irregular blob of the
+  natural landscape, never closer than ``PLANTATION_FOREST_GAP`` px to a plantation. Telling an
+  interior pixel apart therefore needs a receptive field of hundreds of px (to see the outline
+  of the region or the field grid around it). tests/test_synthetic.py measures the cue as the
+  rectangularity of connected components (area / smallest rotated bounding-box area): >= 0.88
+  for plantations, 0.37-0.76 for forests on seeds 0-4.
 * **Thin classes** ``THIN_CLASSES = (road, river, building)``: roads are 2-6 px polylines
   (paved or dirt) plus street grids in urban areas; rivers are 3-6 px meandering lines with
   tributaries that end at lakes; buildings are 4-8 px rotated rectangles with varied roof
-  colours and a cast shadow, mostly along roads and in towns. All of them fall below one pixel
-  at 1/4 resolution, so a deep-only network at 1/4 input fails them.
+  colours and a cast shadow, mostly along roads and in towns. At 1/4 resolution they are one or
+  two mixed pixels wide (a perfect block-majority map at 1/4 reaches only ~0.4-0.7 IoU on them,
+  ~0.98 on region classes) and at 1/16 they are gone (IoU <= 0.03), so a deep-only network on a
+  1/4 input fails them.
 * **Class 0 (unknown)**: opaque clouds (label 0 where cloud opacity >= 0.5) and, in some scenes,
   a no-data corner of exact zeros, as at the edge of a satellite swath.
 * **Nuisances** (``nuisances=True``): per-scene band gain/offset and haze, a linear illumination
@@ -36,6 +40,10 @@ high for vegetation (trees, green crops), low for water, medium for built surfac
 
 Sizes are in pixels at full resolution and do not scale with the scene: a 1000 x 1333 scene is a
 crop-like piece of the same landscape statistics as a 2448 x 2448 one.
+
+Class shares, mean of seeds 0-9 at 2448 x 2448 (%): unknown 2.6, urban 12.9, agriculture 29.0,
+rangeland 23.8, forest 18.9, plantation 2.0, water 8.0, road 1.65, river 0.70, building 0.53.
+One 2448 x 2448 scene takes ~1.5 s of one CPU core.
 """
 
 from __future__ import annotations
@@ -682,21 +690,20 @@ def _check_args(
             raise ValueError(f"{name}={v!r}: expected an int >= 1")
     if bands not in (3, 4):
         raise ValueError(f"bands={bands!r}: expected 3 (RGB) or 4 (RGB + NIR)")
-    dt = np.dtype(dtype) if str(dtype) in ("uint8", "uint16") else None
-    if dt is None:
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        dt = None
+    if dt not in (np.dtype(np.uint8), np.dtype(np.uint16)):
         raise ValueError(f"dtype={dtype!r}: expected 'uint8' or 'uint16'")
-    max_depth = 8 if dt == np.uint8 else 16
-    depth = max_depth if bit_depth is None else bit_depth
-    if (
-        not isinstance(depth, int)
-        or not (1 <= depth <= max_depth)
-        or (dt == np.uint16 and depth < 9)
-    ):
+    depth = (8 if dt == np.uint8 else 16) if bit_depth is None else bit_depth
+    allowed = (8,) if dt == np.uint8 else tuple(range(9, 17))
+    if not isinstance(depth, (int, np.integer)) or isinstance(depth, bool) or depth not in allowed:
         raise ValueError(
             f"bit_depth={bit_depth!r} with dtype={dtype!r}: expected None (full range), 8 for "
             "uint8, or 9-16 for uint16 (e.g. 12 for 12-bit radiometry)"
         )
-    return dt, depth
+    return dt, int(depth)
 
 
 def generate_scene(
@@ -956,7 +963,10 @@ _ATTR_KEY = "hgn_synthetic"  # group attribute holding the generator record
 _LAYOUTS = {"CHW": ("c", "y", "x"), "HWC": ("y", "x", "c")}
 
 
-def _open_kwargs(storage_options: dict[str, Any] | None) -> dict[str, Any]:
+def _open_kwargs(url: str, storage_options: dict[str, Any] | None) -> dict[str, Any]:
+    if url.startswith("file://"):
+        # fsspec's local filesystem does not create parent folders of new files by default
+        return {"storage_options": {"auto_mkdir": True} | (storage_options or {})}
     # zarr refuses storage_options for plain local paths, so pass them only when given
     return {} if storage_options is None else {"storage_options": storage_options}
 
@@ -1010,7 +1020,10 @@ def write_scene_zarr(
         "context_classes": list(CONTEXT_CLASSES),
     }
     group = zarr.open_group(
-        str(path_or_url), mode="w", zarr_format=zarr_format, **_open_kwargs(storage_options)
+        str(path_or_url),
+        mode="w",
+        zarr_format=zarr_format,
+        **_open_kwargs(str(path_or_url), storage_options),
     )
     group.attrs[_ATTR_KEY] = record
     for name, data, chunk_shape, dims in (
@@ -1042,7 +1055,9 @@ def read_scene_zarr(
     """Read a scene written by :func:`write_scene_zarr` (either zarr format, either layout)."""
     import zarr
 
-    group = zarr.open_group(str(path_or_url), mode="r", **_open_kwargs(storage_options))
+    group = zarr.open_group(
+        str(path_or_url), mode="r", **_open_kwargs(str(path_or_url), storage_options)
+    )
     missing = [k for k in ("image", "labels") if k not in group]
     if missing:
         raise ValueError(

@@ -101,14 +101,16 @@ def ray_session(
     """Connect to Ray for the duration of the block; yields True if this call started it.
 
     ``address=None`` starts a private local Ray on 127.0.0.1 (no dashboard) and stops it at
-    the end; "auto", "HOST:PORT" or "ray://HOST:PORT" connect to an existing cluster (left
-    running). An already-initialised Ray (e.g. inside ``ray job submit``) is reused as is.
+    the end, unless ``RAY_ADDRESS`` is set (as inside ``ray job submit``): then that cluster is
+    joined. "auto", "HOST:PORT" or "ray://HOST:PORT" connect to an existing cluster (left
+    running). An already-initialised Ray is reused as is.
     """
     import ray
 
     if ray.is_initialized():
         yield False
         return
+    address = address or os.environ.get("RAY_ADDRESS") or None
     if address is None:
         ray.init(
             address="local",

@@ -1,0 +1,147 @@
+"""Checkpoints: round trip, hash verification, pickle refusal, arch/shape mismatch messages."""
+
+from __future__ import annotations
+
+import json
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from hgn_model import (
+    CheckpointConfig,
+    CheckpointError,
+    ClassInfo,
+    Segmenter,
+    create_model,
+    load_checkpoint,
+    save_checkpoint,
+)
+from hgn_model.checkpoint import InputSpec, SHIPPED_DIR, read_config
+
+
+def _config(arch: str = "hgn", width: float = 0.125, bands: int = 3) -> CheckpointConfig:
+    return CheckpointConfig(
+        arch=arch, model_cfg={"width": width},
+        classes=[ClassInfo(name=n, color=(10 * i, 0, 0, 255)) for i, n in enumerate("abc")],
+        input=InputSpec(bands=bands, mean=[0.4] * bands, std=[0.2] * bands),
+        metrics={"miou": 1.0},
+    )
+
+
+@pytest.fixture()
+def saved(tmp_path: Path) -> tuple[Path, torch.nn.Module, CheckpointConfig]:
+    torch.manual_seed(0)
+    model = create_model("hgn", 3, width=0.125).eval()
+    cfg = save_checkpoint(model, _config(), tmp_path / "m")
+    return tmp_path / "m", model, cfg
+
+
+def test_round_trip_gives_identical_weights_and_predictions(saved) -> None:
+    stem, model, cfg = saved
+    assert len(cfg.sha256) == 64 and cfg.package_version
+    for form in (stem, stem.with_suffix(".safetensors"), stem.with_suffix(".json")):
+        loaded, lcfg = load_checkpoint(form)
+        assert lcfg == cfg
+        for (k, a), b in zip(model.state_dict().items(), loaded.state_dict().values(), strict=True):
+            assert torch.equal(a, b), k
+    img = np.random.default_rng(0).integers(0, 255, (3, 90, 110), dtype=np.uint8)
+    a = Segmenter(model, cfg, device="cpu").predict(img).labels
+    b = Segmenter.from_checkpoint(stem, device="cpu").predict(img).labels
+    assert np.array_equal(a, b)
+
+
+def test_fp16_storage_halves_the_file_and_loads_as_float32(tmp_path: Path) -> None:
+    model = create_model("hgn", 3, width=0.125)
+    save_checkpoint(model, _config(), tmp_path / "f32")
+    cfg16 = save_checkpoint(model, _config(), tmp_path / "f16", weights_dtype="float16")
+    s32 = (tmp_path / "f32.safetensors").stat().st_size
+    s16 = (tmp_path / "f16.safetensors").stat().st_size
+    assert s16 < 0.6 * s32 and cfg16.weights_dtype == "float16"
+    loaded, _ = load_checkpoint(tmp_path / "f16")
+    assert all(p.dtype == torch.float32 for p in loaded.parameters())
+
+
+def test_tampered_weights_are_refused(saved) -> None:
+    stem, _, _ = saved
+    weights = stem.with_suffix(".safetensors")
+    data = bytearray(weights.read_bytes())
+    data[-3] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="sha256 .* does not match"):
+        load_checkpoint(stem)
+
+
+@pytest.mark.parametrize("suffix", [".pt", ".pth", ".pkl", ".ckpt"])
+def test_pickle_files_are_refused_by_name(tmp_path: Path, suffix: str) -> None:
+    path = tmp_path / f"model{suffix}"
+    path.write_bytes(pickle.dumps({"weights": [1, 2, 3]}))
+    with pytest.raises(CheckpointError, match="pickle"):
+        load_checkpoint(path)
+
+
+def test_pickle_bytes_behind_a_safetensors_name_are_refused(saved) -> None:
+    stem, _, _ = saved
+
+    class Boom:
+        def __reduce__(self):  # would run code if anything unpickled it
+            return (exec, ("raise SystemExit('unpickled!')",))
+
+    stem.with_suffix(".safetensors").write_bytes(pickle.dumps(Boom()))
+    with pytest.raises(CheckpointError, match="pickle"):
+        load_checkpoint(stem)
+
+
+def test_unknown_format_and_missing_files(saved, tmp_path: Path) -> None:
+    stem, _, _ = saved
+    raw = json.loads(stem.with_suffix(".json").read_text())
+    raw["format"] = "someone-else/9"
+    stem.with_suffix(".json").write_text(json.dumps(raw))
+    with pytest.raises(CheckpointError, match="unknown format 'someone-else/9'"):
+        load_checkpoint(stem)
+    with pytest.raises(CheckpointError, match="not found"):
+        load_checkpoint(tmp_path / "absent")
+
+
+def test_arch_and_shape_mismatch_name_the_tensor(saved) -> None:
+    stem, _, _ = saved
+    raw = json.loads(stem.with_suffix(".json").read_text())
+    raw["model_cfg"] = {"width": 0.25}
+    stem.with_suffix(".json").write_text(json.dumps(raw))
+    with pytest.raises(CheckpointError, match=r"tensor '.*' has shape"):
+        load_checkpoint(stem)
+    raw["arch"] = "deep_only"
+    raw["model_cfg"] = {"width": 0.125}
+    stem.with_suffix(".json").write_text(json.dumps(raw))
+    with pytest.raises(CheckpointError, match="does not fit arch 'deep_only'"):
+        load_checkpoint(stem)
+    raw["arch"] = "vit_giant"
+    stem.with_suffix(".json").write_text(json.dumps(raw))
+    with pytest.raises(CheckpointError, match="'vit_giant' is not registered"):
+        load_checkpoint(stem)
+
+
+def test_config_rejects_unknown_fields(saved) -> None:
+    stem, _, _ = saved
+    raw = json.loads(stem.with_suffix(".json").read_text())
+    raw["surprise"] = 1
+    stem.with_suffix(".json").write_text(json.dumps(raw))
+    with pytest.raises(CheckpointError, match="surprise"):
+        read_config(stem)
+
+
+@pytest.mark.parametrize("name", ["hgn", "isdnet_like", "deep_only"])
+def test_shipped_checkpoints_verify_and_carry_their_metrics(name: str) -> None:
+    path = SHIPPED_DIR / f"{name}.safetensors"
+    assert path.exists(), f"shipped checkpoint {path} is missing (run `make train`)"
+    assert path.stat().st_size <= 20 * 2**20
+    model, cfg = load_checkpoint(path)
+    assert cfg.arch == name and cfg.num_classes == 10
+    assert {"miou", "miou_excl_0", "per_class_iou", "thin_miou"} <= set(cfg.metrics)
+    assert cfg.training["data_fingerprint"].startswith("synthetic-")
+    # Shared budget: every shipped model saw the same steps and crops.
+    budget = {k: cfg.training["config"][k] for k in ("steps", "crop", "batch_size")}
+    ref = read_config(SHIPPED_DIR / "hgn.json").training["config"]
+    assert budget == {k: ref[k] for k in budget}
