@@ -157,7 +157,9 @@ def read_config(path: str | Path) -> CheckpointConfig:
     try:
         raw = json.loads(cfg_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"checkpoint config {str(cfg_path)!r} is not valid JSON: {exc}") from exc
+        raise CheckpointError(
+            f"checkpoint config {str(cfg_path)!r} is not valid JSON: {exc}"
+        ) from exc
     if not isinstance(raw, dict) or raw.get("format") != FORMAT:
         got = raw.get("format") if isinstance(raw, dict) else type(raw).__name__
         raise CheckpointError(
@@ -197,7 +199,9 @@ def load_checkpoint(path: str | Path) -> tuple[nn.Module, CheckpointConfig]:
     try:
         state = load_file(str(weights))
     except Exception as exc:  # safetensors raises its own error types
-        raise CheckpointError(f"{str(weights)!r} is not a readable safetensors file: {exc}") from exc
+        raise CheckpointError(
+            f"{str(weights)!r} is not a readable safetensors file: {exc}"
+        ) from exc
     model = create_model(config.arch, config.num_classes, in_channels=config.in_channels,
                          **config.model_cfg)
     expected = model.state_dict()

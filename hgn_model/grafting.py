@@ -103,15 +103,18 @@ class LSAG(nn.Module):
         s = self.shallow_proj(shallow)
         if not self.align:
             return self.fuse(d + s)
-        pred = self.offset(torch.cat([d, s], dim=1))
+        # offset(cat(d, s)) computed as two convs over the weight's halves: same result
+        # without materialising the concatenation at the finest level (memory-bound on CPU).
+        w, c = self.offset.weight, d.shape[1]
+        pred = F.conv2d(d, w[:, :c], self.offset.bias, padding=1) + F.conv2d(s, w[:, c:], padding=1)
         d = _warp(d, pred[:, :2])
         gate = torch.sigmoid(pred[:, 2:3])  # 0.5 at init: an even blend
-        return self.fuse(gate * d + (1.0 - gate) * s)
+        return self.fuse(torch.lerp(s, d, gate))  # gate * d + (1 - gate) * s, one pass
 
 
 def _warp(x: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
     """Resample ``x`` at (pixel grid + offset), offsets in pixels, border padding."""
-    n, _, h, w = x.shape
+    _, _, h, w = x.shape
     ys = torch.linspace(-1.0, 1.0, h, device=x.device, dtype=x.dtype)
     xs = torch.linspace(-1.0, 1.0, w, device=x.device, dtype=x.dtype)
     gy, gx = torch.meshgrid(ys, xs, indexing="ij")

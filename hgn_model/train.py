@@ -102,7 +102,7 @@ def _fingerprint(cfg: TrainConfig) -> str:
 
     blob = json.dumps({"data": cfg.data.model_dump(), "generator": GENERATOR_VERSION},
                       sort_keys=True)
-    return "synthetic-v%d-%s" % (GENERATOR_VERSION, hashlib.sha256(blob.encode()).hexdigest()[:16])
+    return f"synthetic-v{GENERATOR_VERSION}-{hashlib.sha256(blob.encode()).hexdigest()[:16]}"
 
 
 class _Crops:
@@ -200,7 +200,9 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> tuple[Path, C
         total.backward()
         opt.step()
         if not math.isfinite(float(total.detach())):
-            raise FloatingPointError(f"loss became {float(total.detach())} at step {step}; lower lr")
+            raise FloatingPointError(
+                f"loss became {float(total.detach())} at step {step}; lower the lr"
+            )
         history.append({"step": step, "loss": float(total.detach()), **parts})
         if step % 25 == 0 or step == cfg.steps - 1:
             rate = (step + 1) / (time.perf_counter() - t_train)
@@ -208,7 +210,8 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> tuple[Path, C
                 + " ".join(f"{k} {v:.3f}" for k, v in parts.items()) + f"  ({rate:.2f} it/s)")
         if cfg.eval_every and (step + 1) % cfg.eval_every == 0 and step + 1 < cfg.steps:
             rep = _score(model, ckpt_cfg, cfg.data.val_seeds, cfg.data)
-            log(f"val @ {step + 1}: mIoU {rep.miou * 100:.2f}  mIoU excl. 0 {rep.miou_fg * 100:.2f}")
+            log(f"val @ {step + 1}: mIoU {rep.miou * 100:.2f}  "
+                f"mIoU excl. 0 {rep.miou_fg * 100:.2f}")
             model.train()
     train_seconds = time.perf_counter() - t_train
     report = _score(model, ckpt_cfg, cfg.data.test_seeds, cfg.data)
@@ -230,7 +233,8 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> tuple[Path, C
     })
     final = save_checkpoint(model.eval(), final, cfg.output, cfg.weights_dtype)
     log(f"saved {cfg.output}.safetensors: mIoU {metrics['miou']} (excl. 0: "
-        f"{metrics['miou_excl_0']}), thin {metrics['thin_miou']}, context {metrics['context_miou']}")
+        f"{metrics['miou_excl_0']}), thin {metrics['thin_miou']}, "
+        f"context {metrics['context_miou']}")
     return Path(cfg.output).with_suffix(".safetensors"), final
 
 

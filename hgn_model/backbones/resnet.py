@@ -41,8 +41,8 @@ class ResNet18(nn.Module):
 
     def __init__(self, in_ch: int = 3, width: float = 1.0, dilate: bool = False) -> None:
         super().__init__()
-        chs = [max(8, int(round(c * width))) for c in (64, 128, 256, 512)]
-        stem = max(8, int(round(32 * width)))
+        chs = [max(8, round(c * width)) for c in (64, 128, 256, 512)]
+        stem = max(8, round(32 * width))
         self.channels = tuple(chs)
         self.stem = nn.Sequential(
             ConvBNAct(in_ch, stem, 3, 2),

@@ -49,7 +49,8 @@ class CatBottleneck(nn.Module):
 
     def __init__(self, in_ch: int, out_ch: int, stride: int = 1) -> None:
         super().__init__()
-        c = [out_ch // 2, out_ch // 4, out_ch // 8, out_ch - out_ch // 2 - out_ch // 4 - out_ch // 8]
+        c = [out_ch // 2, out_ch // 4, out_ch // 8]
+        c.append(out_ch - sum(c))
         self.stride = stride
         self.conv0 = ConvBNAct(in_ch, c[0], 1)
         self.down = ConvBNAct(c[0], c[0], 3, 2, groups=c[0], act=False) if stride == 2 else None
@@ -78,7 +79,7 @@ class ShallowSTDC(nn.Module):
     def __init__(self, in_ch: int, width: float = 1.0, laplacian: bool = True) -> None:
         super().__init__()
         self.laplacian = laplacian
-        c1, c2, c3, c4 = (max(8, int(round(c * width))) for c in (32, 64, 256, 512))
+        c1, c2, c3, c4 = (max(8, round(c * width)) for c in (32, 64, 256, 512))
         self.channels = (c2, c3, c4)
         extra = in_ch if laplacian else 0
         self.stem1 = ConvBNAct(in_ch + extra, c1, 3, 2)

@@ -31,7 +31,9 @@ class SegHead(nn.Sequential):
 
     def __init__(self, in_ch: int, num_classes: int, mid_ch: int | None = None) -> None:
         mid = mid_ch or in_ch
-        super().__init__(ConvBNAct(in_ch, mid, 3), nn.Dropout2d(0.05), nn.Conv2d(mid, num_classes, 1))
+        super().__init__(
+            ConvBNAct(in_ch, mid, 3), nn.Dropout2d(0.05), nn.Conv2d(mid, num_classes, 1)
+        )
 
 
 class EmbedHead(nn.Sequential):
@@ -47,4 +49,4 @@ def downsample_image(x: torch.Tensor, factor: int) -> torch.Tensor:
 
 
 def scaled(channels: int, width: float) -> int:
-    return max(8, int(round(channels * width)))
+    return max(8, round(channels * width))

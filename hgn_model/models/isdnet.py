@@ -48,8 +48,8 @@ class RAF(nn.Module):
         self.groups = groups
         self.s_proj = ConvBNAct(shallow_ch, out_ch, 1)
         self.d_proj = ConvBNAct(deep_ch, out_ch, 1)
-        self.s_mlp = nn.Sequential(nn.Linear(2 * out_ch, out_ch), nn.ReLU(), nn.Linear(out_ch, out_ch))
-        self.d_mlp = nn.Sequential(nn.Linear(2 * out_ch, out_ch), nn.ReLU(), nn.Linear(out_ch, out_ch))
+        self.s_mlp = _gate_mlp(out_ch)
+        self.d_mlp = _gate_mlp(out_ch)
 
     def forward(self, shallow: torch.Tensor, deep: torch.Tensor) -> torch.Tensor:
         s, d = self.s_proj(shallow), self.d_proj(deep)
@@ -62,6 +62,10 @@ class RAF(nn.Module):
         gate_s = torch.sigmoid(self.s_mlp(torch.cat([gs, s_ctx], 1)))[..., None, None]
         gate_d = torch.sigmoid(self.d_mlp(torch.cat([gd, d_ctx], 1)))[..., None, None]
         return s * gate_s + resize_to(d * gate_d, s.shape[-2:])
+
+
+def _gate_mlp(ch: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(2 * ch, ch), nn.ReLU(), nn.Linear(ch, ch))
 
 
 class ISDNetLike(SegModel):
