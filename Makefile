@@ -34,6 +34,8 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/model.py
 	$(BIN)/python bench/pipeline.py
+	$(BIN)/python bench/scaling.py
+	$(BIN)/python bench/faults.py
 
 train: $(STAMP)
 	$(BIN)/python bench/train_shipped.py

@@ -17,6 +17,7 @@ import argparse
 import json
 import platform
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -52,15 +53,30 @@ def _rss_kib(field: str) -> int:
     return 0
 
 
-def _peak_forward_mib(seg: Segmenter, image: np.ndarray) -> float | None:
-    """Extra resident memory at the peak of one predict() call."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
-    except OSError:
+def _peak_forward_mib(name: str, size: int) -> float | None:
+    """Extra resident memory at the peak of one predict(), in a fresh process.
+
+    A fresh process per model keeps the allocator's cached blocks from earlier models out of
+    the figure: peak RSS during the call (VmHWM, reset just before it) minus RSS before it.
+    """
+    code = (
+        "import sys, numpy as np; from pathlib import Path\n"
+        f"sys.path.insert(0, {str(ROOT)!r})\n"
+        "from hgn_model.segmenter import Segmenter\n"
+        "from bench.model import _checkpoint, _rss_kib\n"
+        f"seg = Segmenter.from_checkpoint(_checkpoint({name!r}), device='cpu')\n"
+        f"img = np.zeros((seg.in_channels, {size}, {size}), np.uint8)\n"
+        "Path('/proc/self/clear_refs').write_text('5')\n"
+        "before = _rss_kib('VmRSS'); seg.predict(img)\n"
+        "print((_rss_kib('VmHWM') - before) / 1024)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=ROOT, check=False)
+    if proc.returncode != 0:
+        print(f"peak memory of {name} not measured: {proc.stderr.strip()[-300:]}",
+              file=sys.stderr)
         return None
-    before = _rss_kib("VmRSS")
-    seg.predict(image)
-    return round((_rss_kib("VmHWM") - before) / 1024, 1)
+    return round(float(proc.stdout.split()[-1]), 1)
 
 
 def _macs(seg: Segmenter, size: int) -> float:
@@ -97,7 +113,7 @@ def main() -> None:
         results[name] = {
             "params_m": round(sum(p.numel() for p in seg.model.parameters()) / 1e6, 3),
             "gmacs": round(_macs(seg, args.size) / 1e9, 2),
-            "peak_forward_mib": _peak_forward_mib(seg, image),
+            "peak_forward_mib": _peak_forward_mib(name, args.size),
             "latencies_s": [],
         }
     for _ in range(args.repeats):  # round-robin: noise spreads over every model alike

@@ -26,7 +26,7 @@ __all__ = ["DEMO_SCENES", "build_archive", "main"]
 DEMO_SCENES = (
     (11, 3072, 3072, "uint8"),
     (12, 2900, 3100, "uint8"),
-    (13, 3072, 2944, "uint16"),
+    (13, 3072, 3072, "uint16"),
 )
 # Demo plan: 1024 px chunks (a 3 x 3 grid per scene, so seams are everywhere) with a 128 px
 # halo; multiples of 128 keep the model's downsampling phase equal in every window.

@@ -50,6 +50,8 @@ class SceneReport:
     units_done: int = 0
     units_resumed: int = 0  # skipped because the ledger had them done
     pixels: int = 0
+    io_retries: int = 0  # reads/writes the pipeline retried (see pipeline.retries)
+    storage_retries: int = 0  # requests the S3 client retried
     class_pixels: dict[str, int] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
 
@@ -76,6 +78,8 @@ class RunManifest:
     scenes: list[SceneReport] = field(default_factory=list)
     package_version: str = ""
     error: str | None = None  # set when the run itself broke (e.g. every model actor died)
+    # Retries in the driver (catalog, ledger, lock, manifest): {"io": n, "storage": n}
+    driver_retries: dict[str, int] = field(default_factory=dict)
 
     @property
     def ok(self) -> list[SceneReport]:
@@ -102,6 +106,10 @@ class RunManifest:
             "output_mpx": round(self.output_pixels / 1e6, 3),
             "mpx_per_s": round(self.mpx_per_s("total"), 3),
             "mpx_per_s_execute": round(self.mpx_per_s("execute"), 3),
+            "io_retries": sum(s.io_retries for s in self.scenes)
+            + self.driver_retries.get("io", 0),
+            "storage_retries": sum(s.storage_retries for s in self.scenes)
+            + self.driver_retries.get("storage", 0),
         }
         return d
 
@@ -128,9 +136,9 @@ def read_manifest(url: str, storage_options: dict[str, Any] | None = None) -> di
 def render_summary(manifest: RunManifest, console: Console | None = None) -> None:
     """Print the per-scene table and the totals (scenes ok/failed, Mpx/s, time per stage)."""
     console = console or Console()
-    table = Table(title=f"run {manifest.run_id}", show_lines=False)
+    table = Table(title=f"run {manifest.run_id} (stage times in worker-seconds)")
     table.add_column("scene", overflow="fold", min_width=16)
-    for col in ("status", "size", "units", "read s", "infer s", "write s", "final s"):
+    for col in ("status", "size", "units", "read", "infer", "write", "final"):
         table.add_column(col, justify="left" if col == "status" else "right", no_wrap=True)
     for s in manifest.scenes:
         size = f"{s.shape[1]}x{s.shape[2]}" if s.shape else "-"
@@ -153,6 +161,14 @@ def render_summary(manifest: RunManifest, console: Console | None = None) -> Non
         f"end to end ({manifest.mpx_per_s('execute'):.2f} Mpx/s while executing); {stages}",
         highlight=False,
     )
+    io = sum(s.io_retries for s in manifest.scenes) + manifest.driver_retries.get("io", 0)
+    client = sum(s.storage_retries for s in manifest.scenes)
+    client += manifest.driver_retries.get("storage", 0)
+    if io or client:  # a flaky store is worth a line; a healthy one is not
+        console.print(
+            f"storage retries: {io} by the pipeline (io_retries), {client} inside the S3 client",
+            highlight=False,
+        )
 
 
 # ------------------------------------------------------------------ accuracy (Dask reductions)

@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 from collections.abc import Callable
 from contextlib import AbstractContextManager
@@ -28,10 +29,11 @@ from rich.console import Console
 
 from pipeline.catalog import Catalog, SceneInfo, catalog
 from pipeline.config import RunConfig
+from pipeline.errors import ConfigError
 from pipeline.ledger import Ledger, RunFingerprint, SceneRecord
 from pipeline.run import RunResult, new_run_id, run_pipeline
 from pipeline.runlock import RunLock
-from pipeline.storage import resolve_url, storage_options_from
+from pipeline.storage import check_output_location, resolve_url, storage_options_from
 
 __all__ = ["Changes", "ResumableRun", "ResumeResult", "model_identity", "run_resumable"]
 
@@ -45,14 +47,28 @@ def model_identity(cfg: RunConfig, executor: Any | None = None) -> tuple[str, st
     """(checkpoint sha256, arch) of the model the run will use, without loading weights.
 
     With an ``executor`` (tests, custom models) its own model is what runs, so it is asked
-    (``start()`` is idempotent; its owner closes it); else the checkpoint's JSON is read.
+    (``start()`` is idempotent; its owner closes it); else the checkpoint's JSON is read and
+    the weights file's sha256 checked against it (a hash, not a model load).
     """
     if executor is not None:
         executor.start()
         return executor.model.sha256, executor.model.arch
-    from hgn_model.checkpoint import read_config
+    from hgn_model.checkpoint import read_config, resolve_checkpoint
 
     ckpt = read_config(cfg.checkpoint)
+    # The workers verify the weights when they load them; checking here too refuses a
+    # tampered or truncated file before the output is bound to the hash its JSON claims.
+    weights, cfg_path = resolve_checkpoint(cfg.checkpoint)
+    digest = hashlib.sha256()
+    with weights.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    if digest.hexdigest() != ckpt.sha256:
+        raise ConfigError(
+            f"checkpoint {str(weights)!r}: sha256 {digest.hexdigest()[:16]}... does not match "
+            f"the {ckpt.sha256[:16] or '<empty>'}... recorded in {cfg_path.name}; the weights "
+            "were modified or truncated. Re-download or re-export the checkpoint."
+        )
     return ckpt.sha256, ckpt.arch
 
 
@@ -151,6 +167,7 @@ class ResumableRun(AbstractContextManager["ResumableRun"]):
         heartbeat_s: float = HEARTBEAT_S,
     ) -> None:
         self.input_url, self.output_url = resolve_url(input_url), resolve_url(output_url)
+        check_output_location(self.input_url, self.output_url)  # before the lock is written
         self.cfg = cfg
         self.executor = executor
         self.run_id = run_id or new_run_id()
@@ -162,9 +179,12 @@ class ResumableRun(AbstractContextManager["ResumableRun"]):
         self.changes: Changes | None = None
 
     def __enter__(self) -> ResumableRun:
+        # What can refuse the run is checked before the output is touched: a wrong input or
+        # checkpoint must not leave a lock, or a ledger bound to this run's fingerprint, behind.
+        sha, arch = model_identity(self.cfg, self.executor)
+        self.catalog = catalog(self.input_url, self.so, layout=self.cfg.layout)
         self.lock.acquire()
         try:
-            sha, arch = model_identity(self.cfg, self.executor)
             fp = RunFingerprint.from_config(self.cfg, sha, arch)
             self.ledger = Ledger.open(self.output_url, fp, storage_options=self.so,
                                       overwrite=self.cfg.overwrite, run_id=self.run_id,
@@ -186,8 +206,9 @@ class ResumableRun(AbstractContextManager["ResumableRun"]):
             self.lock.release()
 
     def plan(self) -> Changes:
-        """List the archive and compare it with the ledger."""
-        self.catalog = catalog(self.input_url, self.so, layout=self.cfg.layout)
+        """Compare the archive (listed on entering) with the ledger."""
+        if self.catalog is None:
+            self.catalog = catalog(self.input_url, self.so, layout=self.cfg.layout)
         self.changes = compare(self.catalog, self.ledger.scenes())
         return self.changes
 

@@ -37,7 +37,9 @@ from pipeline.execute import (
 )
 from pipeline.plan import SceneGrid, plan_archive, plan_scene, plan_token
 from pipeline.report import RunManifest, SceneReport, render_summary, write_manifest
-from pipeline.storage import resolve_url, storage_options_from
+from pipeline.retries import install as count_storage_retries
+from pipeline.retries import take as retries_take
+from pipeline.storage import check_output_location, resolve_url, storage_options_from
 
 __all__ = [
     "ChunkLedger",
@@ -241,10 +243,12 @@ def run_pipeline(
     Returns the manifest (also written to ``<output>/_hgn/manifest-<run_id>.json``).
     """
     console = console or Console(stderr=True)
+    count_storage_retries()  # S3-client retries in the driver go into the manifest
     ledger = ledger if ledger is not None else MemoryLedger()
     run_id = run_id or new_run_id()
     so = storage_options_from(cfg.s3)
     input_url, output_url = resolve_url(input_url), resolve_url(output_url)
+    check_output_location(input_url, output_url)
     manifest = RunManifest(
         run_id=run_id,
         input_url=input_url,
@@ -300,6 +304,7 @@ def run_pipeline(
 
     manifest.stages["total_s"] = time.perf_counter() - t_start
     manifest.finished = _now()
+    manifest.driver_retries = retries_take()
     url = write_manifest(manifest, so)
     if summary:
         render_summary(manifest, console)
@@ -384,6 +389,8 @@ def _execute(
             fin = fut.result()
             error = fin.error
             st.report.timings["finalize"] = fin.seconds
+            st.report.io_retries += fin.io_retries
+            st.report.storage_retries += fin.storage_retries
         except Exception as e:  # the actor died while finalizing
             error = f"finalize failed: {type(e).__name__}: {e}"
         if error:
@@ -472,6 +479,8 @@ def _execute(
     def consume(res: BatchResult) -> None:
         st = states[res.scene_id]
         r = st.report
+        r.io_retries += res.io_retries
+        r.storage_retries += res.storage_retries
         for u in res.done:
             ledger.mark_done(
                 res.scene_id,

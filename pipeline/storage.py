@@ -32,6 +32,7 @@ from pipeline.errors import ConfigError, StorageError
 __all__ = [
     "S3Options",
     "StorageOptions",
+    "check_output_location",
     "get_fs",
     "is_remote",
     "join_url",
@@ -218,6 +219,22 @@ def join_url(base: str, *parts: str) -> str:
         if part:
             out = f"{out}/{part}"
     return out
+
+
+def check_output_location(input_url: str, output_url: str) -> None:
+    """Refuse an output root equal to or inside the input archive (ConfigError).
+
+    Its OME-Zarr stores would be catalogued as scenes by the next run over the archive, and
+    the archive itself would be modified. Both URLs are resolved first; prefixes compare by
+    whole path segments (``s3://b/archive2`` is not inside ``s3://b/archive``).
+    """
+    src, dst = resolve_url(input_url), resolve_url(output_url)
+    if dst == src or dst.startswith(src.rstrip("/") + "/"):
+        raise ConfigError(
+            f"output {dst} is inside the input archive {src}: its label stores would be read "
+            "back as scenes by the next run and the archive would be modified; write to a "
+            "location outside the archive (e.g. a sibling folder or another bucket/prefix)"
+        )
 
 
 def strip_protocol(url: str) -> str:

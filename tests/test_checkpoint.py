@@ -19,7 +19,7 @@ from hgn_model import (
     load_checkpoint,
     save_checkpoint,
 )
-from hgn_model.checkpoint import InputSpec, SHIPPED_DIR, read_config
+from hgn_model.checkpoint import SHIPPED_DIR, InputSpec, read_config
 
 
 def _config(arch: str = "hgn", width: float = 0.125, bands: int = 3) -> CheckpointConfig:
@@ -70,7 +70,7 @@ def test_tampered_weights_are_refused(saved) -> None:
     data = bytearray(weights.read_bytes())
     data[-3] ^= 0xFF
     weights.write_bytes(bytes(data))
-    with pytest.raises(CheckpointError, match="sha256 .* does not match"):
+    with pytest.raises(CheckpointError, match=r"sha256 .* does not match"):
         load_checkpoint(stem)
 
 
@@ -137,7 +137,7 @@ def test_shipped_checkpoints_verify_and_carry_their_metrics(name: str) -> None:
     path = SHIPPED_DIR / f"{name}.safetensors"
     assert path.exists(), f"shipped checkpoint {path} is missing (run `make train`)"
     assert path.stat().st_size <= 20 * 2**20
-    model, cfg = load_checkpoint(path)
+    _, cfg = load_checkpoint(path)
     assert cfg.arch == name and cfg.num_classes == 10
     assert {"miou", "miou_excl_0", "per_class_iou", "thin_miou"} <= set(cfg.metrics)
     assert cfg.training["data_fingerprint"].startswith("synthetic-")

@@ -58,7 +58,7 @@ def test_hgn_deep_branch_stays_low_resolution() -> None:
 
 
 def test_unknown_model_and_bad_setting_errors_name_them() -> None:
-    with pytest.raises(UnknownModelError, match="'nope'.*hgn"):
+    with pytest.raises(UnknownModelError, match=r"'nope'.*hgn"):
         create_model("nope", 3)
     with pytest.raises(ConfigError, match="hgn"):
         create_model("hgn", 3, not_a_setting=1)

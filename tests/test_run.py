@@ -154,47 +154,56 @@ def _shipped_or_skip() -> Path:
     from hgn_model.checkpoint import SHIPPED_DIR
 
     path = SHIPPED_DIR / "hgn.safetensors"
-    if not path.exists():
+    if not path.exists():  # the lead ships it; until then this is the only skip
         pytest.skip("the trained checkpoint hgn_model/checkpoints/hgn.safetensors is not shipped")
     return path
 
 
+@pytest.mark.slow
 def test_seams_are_no_worse_than_the_interior(tmp_path):
-    """Disagreement with a run on a shifted grid, within 16 px of chunk borders vs elsewhere."""
-    from hgn_model.checkpoint import shipped_checkpoint
+    """Disagreement with a run on a shifted grid: within 16 px of chunk borders vs elsewhere.
+
+    Each landscape is run twice, the second time with the grid shifted by half a chunk. Pixels
+    within ``band`` px of exactly one of the two grids' internal borders are "seam" pixels;
+    pixels far from both are "interior". Disagreement between the runs comes from the windows'
+    different context everywhere; tiling artefacts would add to it at the seams. Default halo
+    (256 px); 512 px chunks give several internal borders per scene. Rates are pooled over two
+    landscapes: at ~0.1 % disagreement a single scene's ratio swings with a few small blobs.
+    """
     from hgn_model.data.synthetic import generate_scene
 
-    _shipped_or_skip()
-    chunk, halo, shift, band = 256, 128, 128, 16
-    scene = generate_scene(7, 1024 + shift, 1024 + shift)
+    ckpt = _shipped_or_skip()
+    chunk, halo, shift, band, n = 512, 256, 256, 16, 1536
+    seeds = (7, 8)
     root = tmp_path / "a"
-    write_zarr_scene(root, "base", scene.image[:, shift:, shift:])  # grid borders at k*chunk
-    write_zarr_scene(root, "shifted", scene.image)  # borders at k*chunk - shift in base coords
-    cfg = load_config(overrides=dict(chunk=chunk, halo=halo, checkpoint=str(shipped_checkpoint())))
+    for seed in seeds:
+        image = generate_scene(seed, n + shift, n + shift).image
+        write_zarr_scene(root, f"base-{seed}", image[:, shift:, shift:])  # borders: k * chunk
+        write_zarr_scene(root, f"shifted-{seed}", image)  # borders: k * chunk - shift
+    cfg = load_config(overrides=dict(chunk=chunk, halo=halo, checkpoint=str(ckpt)))
     res = run_pipeline(str(root), str(tmp_path / "o"), cfg, executor=LocalExecutor(cfg.checkpoint))
     assert res.ok, res.manifest.failed
-    a = SceneWriter.open(str(tmp_path / "o"), "base").read_level(0)
-    b = SceneWriter.open(str(tmp_path / "o"), "shifted").read_level(0)[shift:, shift:]
-    differ = a != b
-    n = a.shape[0]
     idx = np.arange(n)
 
-    def near(offset: int) -> np.ndarray:  # within `band` px of an internal border
+    def near_borders(offset: int) -> np.ndarray:  # (n, n): within `band` px of a border
         d = (idx - offset) % chunk
-        dist = np.minimum(d, chunk - d)
-        inner = (idx > band) & (idx < n - band)
-        return (dist < band) & inner
+        line = (np.minimum(d, chunk - d) < band) & (idx > band) & (idx < n - band)
+        return line[:, None] | line[None, :]
 
-    edge = halo  # away from the scene edges, where the two crops differ in content
     keep = np.zeros((n, n), bool)
-    keep[edge:-edge, edge:-edge] = True
-    near_a = (near(0)[:, None] | near(0)[None, :]) & keep
-    near_b = (near(-shift % chunk)[:, None] | near(-shift % chunk)[None, :]) & keep
-    interior = keep & ~near_a & ~near_b
-    seam = near_a & ~near_b
-    rate_seam, rate_int = differ[seam].mean(), differ[interior].mean()
+    keep[halo:-halo, halo:-halo] = True  # the scene edges differ in content between the runs
+    near_a, near_b = near_borders(0), near_borders(-shift % chunk)
+    seam, interior = (near_a ^ near_b) & keep, ~(near_a | near_b) & keep
+    counts = np.zeros((2, 2), np.int64)  # [seam, interior] x [disagree, total]
+    for seed in seeds:
+        a = SceneWriter.open(str(tmp_path / "o"), f"base-{seed}").read_level(0)
+        b = SceneWriter.open(str(tmp_path / "o"), f"shifted-{seed}").read_level(0)
+        differ = a != b[shift:, shift:]
+        for k, region in enumerate((seam, interior)):
+            counts[k] += differ[region].sum(), region.sum()
+    rate_seam, rate_int = counts[:, 0] / counts[:, 1]
     ratio = (rate_seam + 1e-4) / (rate_int + 1e-4)
-    assert ratio <= 1.5, f"seam disagreement {rate_seam:.4f} vs interior {rate_int:.4f}"
+    assert ratio <= 1.5, f"seam disagreement {rate_seam:.5f} vs interior {rate_int:.5f}"
 
 
 def test_blocks_of_chunks_write_what_single_chunks_write(archive, tmp_path):

@@ -20,6 +20,9 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from pipeline.plan import WorkUnit
+from pipeline.retries import install as count_storage_retries
+from pipeline.retries import retry_io
+from pipeline.retries import take as retries_take
 from pipeline.stitch import crop_core, model_input
 
 __all__ = [
@@ -147,6 +150,9 @@ class BatchResult:
     infer_s: float = 0.0
     write_s: float = 0.0
     worker: int = 0  # pid
+    # Storage retries absorbed in the worker since its previous result (pipeline.retries):
+    io_retries: int = 0  # whole reads/writes retried by the pipeline (io_retries config)
+    storage_retries: int = 0  # requests retried inside the S3 client (botocore / s3fs)
 
 
 @dataclass(frozen=True)
@@ -154,6 +160,8 @@ class FinalizeResult:
     scene_id: str
     seconds: float
     error: str | None = None
+    io_retries: int = 0
+    storage_retries: int = 0
 
 
 class Executor(Protocol):
@@ -179,15 +187,14 @@ class Executor(Protocol):
 
 
 def _retry(fn: Callable[[], Any], retries: int, backoff_s: float) -> Any:
-    """Call ``fn``; on OSError (storage hiccups) retry with exponential backoff."""
-    for attempt in range(retries + 1):
-        try:
-            return fn()
-        except OSError:
-            if attempt == retries:
-                raise
-            time.sleep(backoff_s * 2**attempt)
-    raise AssertionError("unreachable")
+    """Call ``fn``; on OSError (storage hiccups) retry with exponential backoff (counted)."""
+    return retry_io(fn, retries, backoff_s)
+
+
+def _retry_fields() -> dict[str, int]:
+    """This process's retries since its previous result (BatchResult/FinalizeResult fields)."""
+    counts = retries_take()
+    return {"io_retries": counts["io"], "storage_retries": counts["storage"]}
 
 
 def _describe(exc: BaseException) -> str:
@@ -214,6 +221,7 @@ class WindowProcessor:
         self.io_retries = io_retries
         self.io_backoff_s = io_backoff_s
         self.dask_scheduler = dask_scheduler
+        count_storage_retries()  # S3-client retries in this worker go into the results
         self._predict_lock = threading.Lock()
         self._cache_lock = threading.Lock()
         self._readers: OrderedDict[str, Any] = OrderedDict()
@@ -280,8 +288,13 @@ class WindowProcessor:
 
     def predict(
         self, inputs: Sequence[np.ndarray], job: SceneJob
-    ) -> tuple[list[np.ndarray], list[np.ndarray | None]]:
-        """Labels (and confidence) for padded inputs; same-shape inputs share a forward pass."""
+    ) -> tuple[list[np.ndarray], list[np.ndarray | None], float]:
+        """Labels (and confidence) for padded inputs, and the seconds spent in the model.
+
+        Same-shape inputs share a forward pass. Time waiting for the model (another call of
+        this threaded worker holds it) is not counted.
+        """
+        busy = 0.0
         labels: list[np.ndarray] = [np.empty(0)] * len(inputs)
         conf: list[np.ndarray | None] = [None] * len(inputs)
         groups: dict[tuple[int, ...], list[int]] = {}
@@ -293,11 +306,13 @@ class WindowProcessor:
         for idx in groups.values():
             stack = np.stack([inputs[i] for i in idx])
             with self._predict_lock:
+                t = time.perf_counter()
                 out = self.model.predict(stack, **kw)
+                busy += time.perf_counter() - t
             for k, i in enumerate(idx):
                 labels[i] = out.labels[k]
                 conf[i] = out.confidence[k] if job.confidence else None
-        return labels, conf
+        return labels, conf, busy
 
     def process(self, batch: Batch) -> BatchResult:
         """Run one batch. Errors are returned (with the units already written), not raised."""
@@ -312,9 +327,8 @@ class WindowProcessor:
                 current = u.unit_id
                 inputs.append(model_input(self.read_window(job, u), u))
             timings["read"] = time.perf_counter() - t
-            stage, current, t = "inference", units[0].unit_id, time.perf_counter()
-            labels, conf = self.predict(inputs, job)
-            timings["infer"] = time.perf_counter() - t
+            stage, current = "inference", units[0].unit_id
+            labels, conf, timings["infer"] = self.predict(inputs, job)
             stage, t = "write", time.perf_counter()
             writer = self._writer(job)
             for u, lab, cf in zip(units, labels, conf, strict=True):
@@ -344,6 +358,7 @@ class WindowProcessor:
             infer_s=timings["infer"],
             write_s=timings["write"],
             worker=os.getpid(),
+            **_retry_fields(),
         )
 
     def finalize(self, job: SceneJob, extra_attrs: dict[str, Any]) -> FinalizeResult:
@@ -353,10 +368,19 @@ class WindowProcessor:
             self.forget(job.scene_id)
             from pipeline.io.omezarr import SceneWriter
 
-            writer = SceneWriter.open(job.output_url, job.scene_id, job.storage_options)
-            _retry(lambda: writer.finalize(extra_attrs), self.io_retries, self.io_backoff_s)
-            return FinalizeResult(job.scene_id, time.perf_counter() - t)
+            # Opening is retried too: it reads the store's metadata (a storage request).
+            _retry(
+                lambda: SceneWriter.open(
+                    job.output_url, job.scene_id, job.storage_options
+                ).finalize(extra_attrs),
+                self.io_retries,
+                self.io_backoff_s,
+            )
+            return FinalizeResult(job.scene_id, time.perf_counter() - t, **_retry_fields())
         except Exception as exc:
             return FinalizeResult(
-                job.scene_id, time.perf_counter() - t, f"finalize failed: {_describe(exc)}"
+                job.scene_id,
+                time.perf_counter() - t,
+                f"finalize failed: {_describe(exc)}",
+                **_retry_fields(),
             )
