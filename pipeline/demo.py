@@ -198,10 +198,12 @@ def main(argv: list[str] | None = None) -> int:
         truth = reader.read_ground_truth()[::f, ::f]
         rows.append((rep.scene_id, img, truth, writer.read_level(level)))
     preview = write_preview(rows, lut, args.root.resolve() / "preview.png") if rows else None
-    console.print(f"\noutputs: {output} (one <scene>.ome.zarr each)")
-    console.print(f"manifest: {result.manifest_url}")
+    console.print(
+        f"\noutputs: {output} (one <scene>.ome.zarr each)", highlight=False, soft_wrap=True
+    )
+    console.print(f"manifest: {result.manifest_url}", highlight=False, soft_wrap=True)
     if preview:
-        console.print(f"preview: {preview}")
+        console.print(f"preview: {preview}", highlight=False, soft_wrap=True)
     console.print(f"demo took {time.perf_counter() - t0:.0f} s")
     return result.exit_code
 

@@ -308,7 +308,7 @@ def run_pipeline(
     url = write_manifest(manifest, so)
     if summary:
         render_summary(manifest, console)
-        console.print(f"manifest: {url}", highlight=False)
+        console.print(f"manifest: {url}", highlight=False, soft_wrap=True)
     return RunResult(manifest, url, workers)
 
 

@@ -34,7 +34,7 @@ def test_forward_backward_every_parameter_gets_gradient(name: str) -> None:
 
 def test_hgn_emits_aux_and_contrastive_embeddings_in_training_only() -> None:
     model = create_model("hgn", 4, **TINY).train()
-    out = model.forward_train(torch.randn(1, 3, 128, 128))
+    out = model.forward_train(torch.randn(2, 3, 128, 128))  # BN needs > 1 value in training
     assert {"out", "aux", "shallow_embed", "deep_embed"} <= set(out)
     assert out["shallow_embed"].shape == out["deep_embed"].shape
     model.eval()
