@@ -45,13 +45,6 @@ def _checkpoint(name: str) -> Path | None:
     return None
 
 
-def _rss_kib(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    return 0
-
-
 def _peak_forward_mib(name: str, size: int) -> float | None:
     """Extra resident memory at the peak of one predict(), in a fresh process.
 
@@ -62,12 +55,13 @@ def _peak_forward_mib(name: str, size: int) -> float | None:
         "import sys, numpy as np; from pathlib import Path\n"
         f"sys.path.insert(0, {str(ROOT)!r})\n"
         "from hgn_model.segmenter import Segmenter\n"
-        "from bench.model import _checkpoint, _rss_kib\n"
+        "import os; from bench.model import _checkpoint\n"
+        "from bench._proc import rss_kib\n"
         f"seg = Segmenter.from_checkpoint(_checkpoint({name!r}), device='cpu')\n"
         f"img = np.zeros((seg.in_channels, {size}, {size}), np.uint8)\n"
         "Path('/proc/self/clear_refs').write_text('5')\n"
-        "before = _rss_kib('VmRSS'); seg.predict(img)\n"
-        "print((_rss_kib('VmHWM') - before) / 1024)\n"
+        "before = rss_kib(os.getpid()); seg.predict(img)\n"
+        "print((rss_kib(os.getpid(), 'VmHWM') - before) / 1024)\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           cwd=ROOT, check=False)

@@ -40,6 +40,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[:] = [str(REPO)] + [
     p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent
 ]
+from bench._proc import descendants as _descendants  # noqa: E402
+from bench._proc import rss_kib as _rss_kib  # noqa: E402
+
 CHUNK, HALO = 1024, 128  # 4 windows per 2048^2 scene; multiples of 128 (model phase)
 SAMPLE_S = 0.2
 
@@ -47,34 +50,8 @@ SAMPLE_S = 0.2
 # ------------------------------------------------------------------------------ memory
 
 
-def _rss_kib(pid: int, field: str = "VmRSS") -> int:
-    try:
-        with open(f"/proc/{pid}/status") as fh:
-            for line in fh:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1])
-    except (FileNotFoundError, ProcessLookupError, PermissionError):
-        pass
-    return 0
 
 
-def _descendants(root: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as fh:
-                ppid = int(fh.read().rsplit(")", 1)[1].split()[1])
-        except (FileNotFoundError, ProcessLookupError, IndexError, ValueError):
-            continue
-        children.setdefault(ppid, []).append(int(entry))
-    out, todo = [], [root]
-    while todo:
-        for c in children.get(todo.pop(), []):
-            out.append(c)
-            todo.append(c)
-    return out
 
 
 class PeakRss:

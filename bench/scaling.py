@@ -35,6 +35,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[:] = [str(REPO)] + [
     p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent
 ]
+from bench._proc import descendants as _descendants  # noqa: E402
+from bench._proc import rss_kib as _rss_kib  # noqa: E402
+
 CHUNK, HALO = 1024, 128  # as bench/pipeline.py: 4 windows per 2048^2 scene
 SAMPLE_S = 0.2
 TARGET_WALL_4X, TARGET_RSS_4X = 4.4, 1.2
@@ -43,33 +46,8 @@ TARGET_WALL_4X, TARGET_RSS_4X = 4.4, 1.2
 # ------------------------------------------------------------------------------ memory
 
 
-def _rss_kib(pid: int) -> int:
-    try:
-        with open(f"/proc/{pid}/status") as fh:
-            for line in fh:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
 
 
-def _descendants(root: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as fh:
-                    ppid = int(fh.read().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(ppid, []).append(int(entry))
-    out, todo = [], [root]
-    while todo:
-        for c in children.get(todo.pop(), []):
-            out.append(c)
-            todo.append(c)
-    return out
 
 
 class RolePeaks:
