@@ -33,6 +33,7 @@ from hgn_model.data.synthetic import CONTEXT_CLASSES, THIN_CLASSES, generate_sce
 from hgn_model.evaluate import ConfusionMatrix  # noqa: E402
 from hgn_model.segmenter import Segmenter  # noqa: E402
 
+EVAL_SEEDS = [2000, 2001, 2002, 2003]  # never trained on (tests/test_checkpoint.py checks)
 MODELS = ["deep_only", "isdnet_like", "hgn", "hgn_no_gsag", "hgn_no_lsag", "hgn_no_contrast"]
 ABLATION_DIR = ROOT / "bench" / "checkpoints"
 
@@ -84,7 +85,7 @@ def _macs(seg: Segmenter, size: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[2000, 2001, 2002, 2003])
+    parser.add_argument("--seeds", type=int, nargs="+", default=EVAL_SEEDS)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--size", type=int, default=2448)
     parser.add_argument("--models", nargs="+", default=MODELS)

@@ -22,11 +22,12 @@ import numpy as np
 
 __all__ = ["DEMO_SCENES", "build_archive", "main"]
 
-# (seed, height, width, dtype): 3072 = 3 chunks of 1024; 2900 x 3100 ends mid-chunk.
+# (seed, height, width, dtype): 3072 = 3 chunks of 1024; 2900 x 3100 ends mid-chunk. Seeds
+# 3011-3013 are held out: the shipped checkpoints trained on seeds 0-11 (configs/shipped.yaml).
 DEMO_SCENES = (
-    (11, 3072, 3072, "uint8"),
-    (12, 2900, 3100, "uint8"),
-    (13, 3072, 3072, "uint16"),
+    (3011, 3072, 3072, "uint8"),
+    (3012, 2900, 3100, "uint8"),
+    (3013, 3072, 3072, "uint16"),
 )
 # Demo plan: 1024 px chunks (a 3 x 3 grid per scene, so seams are everywhere) with a 128 px
 # halo; multiples of 128 keep the model's downsampling phase equal in every window.

@@ -145,3 +145,12 @@ def test_shipped_checkpoints_verify_and_carry_their_metrics(name: str) -> None:
     budget = {k: cfg.training["config"][k] for k in ("steps", "crop", "batch_size")}
     ref = read_config(SHIPPED_DIR / "hgn.json").training["config"]
     assert budget == {k: ref[k] for k in budget}
+
+
+def test_demo_and_benchmark_scenes_are_held_out_from_training() -> None:
+    """The demo's and bench/model.py's IoU must come from seeds the models never saw."""
+    from bench.model import EVAL_SEEDS
+    from pipeline.demo import DEMO_SCENES
+
+    train = read_config(SHIPPED_DIR / "hgn.json").training["config"]["data"]["train_seeds"]
+    assert not ({s for s, *_ in DEMO_SCENES} | set(EVAL_SEEDS)) & set(train)
