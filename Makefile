@@ -39,6 +39,8 @@ bench: $(STAMP)
 
 train: $(STAMP)
 	$(BIN)/python bench/train_shipped.py
+	$(BIN)/python bench/train_shipped.py --models hgn_no_gsag hgn_no_lsag hgn_no_contrast \
+		--out-dir bench/checkpoints
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
