@@ -8,7 +8,8 @@ after a warm-up; the models take turns in each round so machine noise hits all o
 extra peak RSS of one forward (VmHWM reset through /proc/self/clear_refs, Linux), and mIoU on
 benchmark seeds never used for training. Checkpoints: hgn_model/checkpoints (shipped) and
 bench/checkpoints (ablations), all trained with one budget by bench/train_shipped.py.
-Prints JSON, writes bench/results/model.json and refreshes the README table. No assertions.
+Prints JSON, writes bench/results/model.json and refreshes the README table (bench/readme.py).
+No assertions.
 """
 
 from __future__ import annotations
@@ -148,7 +149,9 @@ def main() -> None:
     (ROOT / "bench" / "results").mkdir(parents=True, exist_ok=True)
     (ROOT / "bench" / "results" / "model.json").write_text(text + "\n")
     if not args.no_readme:
-        _update_readme(out)
+        from bench.readme import update_readme
+
+        update_readme()
 
 
 def _targets(r: dict[str, dict]) -> dict[str, dict]:
@@ -168,30 +171,6 @@ def _targets(r: dict[str, dict]) -> dict[str, dict]:
         "peak_memory_le_isdnet": check(h["peak_forward_mib"] or 0, i["peak_forward_mib"] or 0,
                                        "<="),
     }
-
-
-def _update_readme(out: dict) -> None:
-    readme = ROOT / "README.md"
-    start, end = "<!-- bench-model:start -->", "<!-- bench-model:end -->"
-    text = readme.read_text()
-    if start not in text or end not in text:
-        return
-    rows = ["| model | params (M) | GMACs | CPU latency (s) | peak fwd mem (MiB) | mIoU excl. 0 "
-            "| mIoU all | thin IoU | context IoU |", "|---|---|---|---|---|---|---|---|---|"]
-    for name, r in out["models"].items():
-        rows.append(f"| {name} | {r['params_m']} | {r['gmacs']} | {r['latency_s']:.2f} | "
-                    f"{r['peak_forward_mib']} | {r['miou_excl_0']} | {r['miou']} | "
-                    f"{r['thin_iou']} | {r['context_iou']} |")
-    lines = [f"_{out['size']}x{out['size']}, eval seeds {out['eval_seeds']}, {out['machine']}._",
-             "", *rows, "", "Targets (hgn vs baselines):", ""]
-    for key, t in out["targets"].items():
-        lines.append(f"- `{key}`: {t['value']} vs bound {t['bound']}: "
-                     + ("**met**" if t["met"] else "**missed**"))
-    lines.append(f"- GPU fp16 images/s: {out['gpu_fp16_images_per_s']}")
-    body = "\n".join(lines)
-    pre, rest = text.split(start, 1)
-    _, post = rest.split(end, 1)
-    readme.write_text(f"{pre}{start}\n{body}\n{end}{post}")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,126 @@
+"""Refresh the README's benchmark sections from bench/results/*.json (last step of make bench).
+
+    python bench/readme.py
+
+Each section sits between ``<!-- bench-NAME:start -->`` and ``<!-- bench-NAME:end -->``; a
+missing result file leaves its section as it is. Figures are copied, never edited by hand.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
+
+
+def _met(ok: bool) -> str:
+    return "met" if ok else "**missed**"
+
+
+def render_pipeline(r: dict) -> str:
+    ratios, cfg = r.get("ratios", {}), r.get("config", {})
+
+    def row(label: str, key: str, target: str, ok: Callable[[float], bool] | None) -> str:
+        v = ratios.get(key)
+        verdict = "-" if ok is None or v is None else _met(ok(v))
+        return f"| {label} | {target} | {v if v is not None else 'n/a'} | {verdict} |"
+
+    lines = [
+        f"_{cfg.get('scenes_1x')} scenes of {cfg.get('size')}^2 (4x = 4 times the scenes), "
+        f"chunk {cfg.get('chunk')} + halo {cfg.get('halo')}, {cfg.get('cpus')} CPUs, "
+        f"repeat {cfg.get('repeat', 1)}._",
+        "",
+        "| ratio | target | measured | |",
+        "|---|---|---|---|",
+        row("pipeline / model-only forward (Mpx/s)", "pipeline_vs_model_mpx_s", ">= 0.85",
+            lambda v: v >= 0.85),
+        row("pipeline vs Ray Data map_batches (speed, start-up incl.)",
+            "pipeline_vs_raydata_speed", ">= 1.2", lambda v: v >= 1.2),
+        row("pipeline vs naive tile loop (speed, start-up incl.)", "pipeline_vs_naive_speed",
+            "-", None),
+        row("wall time 4x / 1x archive", "wall_4x_over_1x", "<= 4.4", lambda v: v <= 4.4),
+        row("peak RSS 4x / 1x (driver + workers)", "peak_rss_4x_over_1x", "<= 1.2",
+            lambda v: v <= 1.2),
+        row("Dask-graph reads / in-actor reads (end to end)", "dask_reads_vs_actor_reads_speed",
+            "-", None),
+    ]
+    return "\n".join(lines)
+
+
+def render_scaling(r: dict) -> str:
+    lines = ["| archive | scenes | wall (s) | Mpx/s | peak RSS driver / actors / total (MiB) |",
+             "|---|---|---|---|---|"]
+    for name, run in r.get("runs", {}).items():
+        if "error" in run:
+            lines.append(f"| {name} | failed | | | |")
+            continue
+        lines.append(
+            f"| {name} | {run.get('scenes')} | {run.get('wall_s')} | {run.get('mpx_s')} | "
+            f"{run.get('peak_rss_driver_mib')} / {run.get('peak_rss_actors_mib')} / "
+            f"{run.get('peak_rss_total_mib')} |")
+    lines.append("")
+    lines += [f"- `{k}`: {v}" for k, v in r.get("ratios", {}).items()]
+    lines += [f"- target `{k}`: {_met(ok)}" for k, ok in r.get("targets_met", {}).items()]
+    return "\n".join(lines)
+
+
+def render_faults(r: dict) -> str:
+    med, cfg = r.get("median_wall_s", {}), r.get("config", {})
+    retries = sum(x.get("storage_retries", 0) + x.get("io_retries", 0)
+                  for x in r.get("runs", {}).get("flaky", []))
+    return (
+        f"Same job ({cfg.get('scenes')} scenes of {cfg.get('size')}^2 on a real S3 server), "
+        f"clean vs {100 * cfg.get('rate', 0):.0f}% injected S3 faults, alternating "
+        f"{cfg.get('repeats')} times: median wall {med.get('clean')} s vs {med.get('flaky')} s, "
+        f"ratio **{r.get('ratios', {}).get('wall_flaky_over_clean')}**; retries counted in the "
+        f"flaky manifests: {retries}; every run ok: {r.get('all_runs_ok')}; flaky outputs "
+        f"bit-identical to clean: {r.get('flaky_bit_identical_to_clean')}."
+    )
+
+
+def render_model(r: dict) -> str:
+    rows = ["| model | params (M) | GMACs | CPU latency (s) | peak fwd mem (MiB) | mIoU excl. 0 "
+            "| mIoU all | thin IoU | context IoU |", "|---|---|---|---|---|---|---|---|---|"]
+    for name, m in r["models"].items():
+        rows.append(f"| {name} | {m['params_m']} | {m['gmacs']} | {m['latency_s']:.2f} | "
+                    f"{m['peak_forward_mib']} | {m['miou_excl_0']} | {m['miou']} | "
+                    f"{m['thin_iou']} | {m['context_iou']} |")
+    lines = [f"_{r['size']}x{r['size']}, eval seeds {r['eval_seeds']}, {r['machine']}._",
+             "", *rows, "", "Targets (hgn vs baselines):", ""]
+    for key, t in r.get("targets", {}).items():
+        lines.append(f"- `{key}`: {t['value']} vs bound {t['bound']}: "
+                     + ("**met**" if t["met"] else "**missed**"))
+    lines.append(f"- GPU fp16 images/s: {r.get('gpu_fp16_images_per_s')}")
+    return "\n".join(lines)
+
+
+SECTIONS: dict[str, Callable[[dict], str]] = {
+    "model": render_model,
+    "pipeline": render_pipeline,
+    "scaling": render_scaling,
+    "faults": render_faults,
+}
+
+
+def update_readme(readme: Path = ROOT / "README.md", results: Path = RESULTS) -> list[str]:
+    """Rewrite every section whose results exist; returns the names refreshed."""
+    text = readme.read_text()
+    done = []
+    for name, render in SECTIONS.items():
+        path = results / f"{name}.json"
+        start, end = f"<!-- bench-{name}:start -->", f"<!-- bench-{name}:end -->"
+        if not path.exists() or start not in text or end not in text:
+            continue
+        pre, rest = text.split(start, 1)
+        _, post = rest.split(end, 1)
+        text = f"{pre}{start}\n{render(json.loads(path.read_text()))}\n{end}{post}"
+        done.append(name)
+    readme.write_text(text)
+    return done
+
+
+if __name__ == "__main__":
+    print("refreshed README sections:", ", ".join(update_readme()) or "none")
