@@ -212,11 +212,14 @@ def bench(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                         })
             scenes = [s["scene_id"] for s in m["scenes"]]
         ref = {s: _levels(runs["clean"][0]["output"], s, weed.options) for s in scenes}
-        identical = all(
-            all(np.array_equal(a, b) for a, b in
-                zip(_levels(r["output"], s, weed.options), ref[s], strict=True))
-            for r in runs["flaky"] + runs["clean"][1:] for s in scenes
-        )
+        differences = []  # (output, scene, array index, differing pixels)
+        for r in runs["flaky"] + runs["clean"][1:]:
+            for s in scenes:
+                for i, (a, b) in enumerate(
+                        zip(_levels(r["output"], s, weed.options), ref[s], strict=True)):
+                    if not np.array_equal(a, b):
+                        differences.append((r["output"], s, i, int((a != b).sum())))
+        identical = not differences
     finally:
         weed.stop()
 
@@ -230,6 +233,7 @@ def bench(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         "ratios": {"wall_flaky_over_clean": round(med["flaky"] / med["clean"], 3)},
         "all_runs_ok": all(r["ok"] for v in runs.values() for r in v),
         "flaky_bit_identical_to_clean": identical,
+        "differences": differences,
     }
 
 

@@ -157,6 +157,18 @@ class TestTwoActorPool:
         pix = {s.scene_id: s.class_pixels for s in ray_run.manifest.scenes}
         assert pix == {s.scene_id: s.class_pixels for s in local.manifest.scenes}
 
+    def test_a_reused_pool_writes_each_run_into_its_own_output(self, archive, tmp_path, pool):
+        """Actors outlive runs: their cached scene handles must never cross outputs."""
+        cfg = _cfg()
+        for out in ("first", "second"):
+            assert run_pipeline(str(archive), str(tmp_path / out), cfg, executor=pool).ok
+        for sid in ("odd", "deep/thin"):
+            for a, b in zip(
+                _levels(tmp_path / "first", sid), _levels(tmp_path / "second", sid), strict=True
+            ):
+                np.testing.assert_array_equal(a, b, err_msg=sid)
+            assert _levels(tmp_path / "second", sid)[-1].min() > 0  # confidence was written
+
     def test_batches_spread_with_bounded_in_flight(self, archive, tmp_path, pool):
         info = catalog(str(archive)).get("odd")
         SceneWriter.create(

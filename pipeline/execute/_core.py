@@ -249,23 +249,26 @@ class WindowProcessor:
                 return reader.to_dask(job.read_chunk)
             return reader
 
-        return self._cached(self._readers, f"{job.read_path}:{job.scene_id}", make)
+        # Keyed by what the handle reads, not the scene id alone: an actor outlives runs (a
+        # reused executor, nightly), and the same id may name another archive or a changed scene.
+        key = f"{job.scene_id}\0{job.read_path}\0{job.info.url}\0{job.info.fingerprint}"
+        return self._cached(self._readers, key, make)
 
     def _writer(self, job: SceneJob) -> Any:
         from pipeline.io.omezarr import SceneWriter
 
         return self._cached(
             self._writers,
-            job.scene_id,
+            f"{job.scene_id}\0{job.output_url}",  # one run's output must never get another's
             lambda: SceneWriter.open(job.output_url, job.scene_id, job.storage_options),
         )
 
     def forget(self, scene_id: str) -> None:
         """Drop the cached reader/writer of a scene (after it is finalized)."""
         with self._cache_lock:
-            for key in [k for k in self._readers if k.split(":", 1)[1] == scene_id]:
-                del self._readers[key]
-            self._writers.pop(scene_id, None)
+            for cache in (self._readers, self._writers):
+                for key in [k for k in cache if k.split("\0", 1)[0] == scene_id]:
+                    del cache[key]
 
     # --- the work ------------------------------------------------------------------------
     def read_window(self, job: SceneJob, unit: WorkUnit) -> np.ndarray:
