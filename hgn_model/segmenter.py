@@ -182,7 +182,9 @@ class Segmenter:
                                (0, max(0, div - arr.shape[2]))), mode="symmetric")
         # One float32 copy, laid out HWC: as a tensor it is already channels-last (NHWC),
         # which oneDNN wants, and the normalisation then runs in place.
-        hwc = np.ascontiguousarray(arr.transpose(1, 2, 0), dtype=np.float32)
+        # np.array copies even when the view is already contiguous float32 (one band): the
+        # in-place ops below must never touch the caller's array.
+        hwc = np.array(arr.transpose(1, 2, 0), dtype=np.float32, order="C")
         x = torch.from_numpy(hwc).permute(2, 0, 1)[None].to(self.device)
         return x.mul_(1.0 / (float(scale) * self._std)).sub_(self._mean / self._std)
 

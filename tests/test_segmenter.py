@@ -112,3 +112,12 @@ def test_empty_batch_is_refused(seg: Segmenter) -> None:
 def test_baselines_run_through_the_same_api(arch: str) -> None:
     out = _segmenter(arch=arch).predict(np.zeros((3, 77, 301), np.uint8))
     assert out.labels.shape == (77, 301)
+
+
+def test_input_arrays_are_never_modified() -> None:
+    seg1 = _segmenter(bands=1)
+    # 128 x 256 needs no padding: the one case where a float view could alias the input.
+    img = np.random.default_rng(5).random((1, 128, 256), dtype=np.float32)
+    before = img.copy()
+    seg1.predict(img)
+    np.testing.assert_array_equal(img, before)
