@@ -37,6 +37,7 @@ sys.path[:] = [str(REPO)] + [
 ]
 from bench._proc import descendants as _descendants  # noqa: E402
 from bench._proc import rss_kib as _rss_kib  # noqa: E402
+from bench.pipeline import build_archive  # noqa: E402  (one archive recipe for both)
 
 CHUNK, HALO = 1024, 128  # as bench/pipeline.py: 4 windows per 2048^2 scene
 SAMPLE_S = 0.2
@@ -83,19 +84,6 @@ class RolePeaks:
 
 
 # ------------------------------------------------------------------------------ parts
-
-
-def build_archive(root: Path, scenes: int, size: int) -> Path:
-    """``scenes`` synthetic scenes (seeds 100..), reused when already there with this spec."""
-    from hgn_model.data.synthetic import GENERATOR_VERSION, make_archive
-
-    stamp = root / "bench-spec.json"
-    spec = {"scenes": scenes, "size": size, "generator": GENERATOR_VERSION}
-    if stamp.exists() and json.loads(stamp.read_text()) == spec:
-        return root
-    make_archive(root, seeds=range(100, 100 + scenes), sizes=(size, size), chunks=512)
-    stamp.write_text(json.dumps(spec))
-    return root
 
 
 def measure(archive: Path, out: Path, checkpoint: str, cpus: int) -> dict[str, Any]:
