@@ -216,8 +216,12 @@ def write_ome_zarr(path: Path, data: Any, axes: str, version: str) -> None:
 
 
 def write_geotiff(path: Path, data: Any, crs: str | None = None,
-                  transform: tuple[float, ...] | None = None, **profile: Any) -> None:
-    """A GeoTIFF of ``data`` (C, H, W) written by GDAL (rasterio); ``transform`` GDAL order."""
+                  transform: tuple[float, ...] | None = None, driver: str = "GTiff",
+                  **profile: Any) -> None:
+    """A raster of ``data`` (C, H, W) written by GDAL (rasterio); ``transform`` GDAL order.
+
+    ``driver``: GTiff, or any GDAL driver (COG, JP2OpenJPEG...); ``profile``: creation options.
+    """
     import warnings
 
     import rasterio
@@ -232,7 +236,7 @@ def write_geotiff(path: Path, data: Any, crs: str | None = None,
     if crs is not None:
         kw["crs"] = crs
     c, h, w = data.shape
-    with rasterio.open(path, "w", driver="GTiff", width=w, height=h, count=c,
+    with rasterio.open(path, "w", driver=driver, width=w, height=h, count=c,
                        dtype=str(data.dtype), **kw, **profile) as dst:
         dst.write(data)
 
