@@ -64,6 +64,9 @@ class TinySegmenter:
             scale = float(value_max or 65535)
         else:
             scale = 1.0
+        valid = np.ones((x.shape[0], *x.shape[-2:]), bool) if mask is None else mask
+        if x.dtype.kind == "f" and not np.isfinite(x).all(axis=1)[valid].all():
+            raise ValueError("image has NaN/Inf pixel values at valid pixels")  # as Segmenter
         t = torch.from_numpy(np.array(x, dtype=np.float64)) / scale
         if mask is not None:  # contract C1: nodata pixels enter the network as 0
             t[torch.from_numpy(~mask)[:, None].expand_as(t)] = 0.0
