@@ -128,11 +128,13 @@ class RunConfig(BaseModel):
         'bands: ["04", "03", "02"]}. Matching files form one scene each, bands in the listed '
         "order, all on one grid. null: every raster file is a scene of its own.",
     )
-    value_max: float | None = Field(
+    value_max: float | dict[str, float] | None = Field(
         None,
-        gt=0,
-        description="Value that maps to 1.0 for uint16 scenes (e.g. 4095 for 12-bit data). "
-        "null: the checkpoint's uint16_max. uint8 is always /255; float32 is taken as [0, 1].",
+        description="The scene value that corresponds to the top of the checkpoint's value "
+        "range, e.g. 4095 for 12-bit DN or 10000 for reflectance x 10000: one number for "
+        "every scene, or per dtype for mixed archives ({int16: 10000, uint16: 4095}; dtypes "
+        "not listed are taken as they are). null: values are taken in the checkpoint's "
+        "training units (the run refuses scenes far outside them, naming this fix).",
     )
     # --- plan ----------------------------------------------------------------------------
     chunk: int = Field(
@@ -260,6 +262,27 @@ class RunConfig(BaseModel):
         if len(set(v)) != len(v):
             raise ValueError("a band is listed twice; list each band once")
         return v
+
+    @field_validator("value_max")
+    @classmethod
+    def _check_value_max(cls, v: float | dict[str, float] | None) -> Any:
+        from pipeline.scene import SUPPORTED_DTYPES
+
+        values = v.values() if isinstance(v, dict) else [] if v is None else [v]
+        if any(not (x > 0 and x != float("inf")) for x in values):
+            raise ValueError("value_max must be a positive finite number")
+        if isinstance(v, dict):
+            unknown = sorted(set(v) - set(SUPPORTED_DTYPES))
+            if unknown or not v:
+                raise ValueError(f"value_max keys {unknown or '{}'} must be dtypes among "
+                                 f"{', '.join(SUPPORTED_DTYPES)}")
+        return v
+
+    def value_max_for(self, dtype: str) -> float | None:
+        """``value_max`` for scenes of ``dtype`` (the per-dtype entry, the number, or None)."""
+        if isinstance(self.value_max, dict):
+            return self.value_max.get(dtype)
+        return self.value_max
 
     @field_serializer("nodata", when_used="json")
     def _nodata_json(self, v: float | None) -> float | str | None:

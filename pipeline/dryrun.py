@@ -121,7 +121,7 @@ def _measure_rate(
             info=scene,
             output_url="",
             bands=cfg.bands,
-            value_max=cfg.value_max,
+            value_max=cfg.value_max_for(scene.dtype),
             confidence=cfg.confidence,
             storage_options=dict(so),
         )

@@ -20,11 +20,33 @@ import numpy as np
 from pipeline.nodata import valid_mask
 from pipeline.scene import SUPPORTED_DTYPES, SceneInfo
 
-__all__ = ["SAMPLE_GRID", "SAMPLE_SIDE", "sample_range", "scene_problem", "value_range_problem"]
+__all__ = [
+    "SAMPLE_GRID",
+    "SAMPLE_SIDE",
+    "sample_range",
+    "scene_bands",
+    "scene_problem",
+    "value_range_problem",
+]
 
 SAMPLE_GRID = 3  # windows per axis spread over the scene: borders and centre alike
 SAMPLE_SIDE = 256  # px per sample window; 9 x 256^2 px is a few ms of reading per scene
 SAMPLE_PERCENTILES = (0.1, 99.9)  # robust to hot pixels, as the checkpoint's value_range is
+
+
+def scene_bands(scene: SceneInfo, cfg: Any, model: Any) -> tuple[int, ...] | None:
+    """The band selection for ``scene``: the config's ``bands``, or None (all, as stored).
+
+    A selection that needs more bands than the scene has is not applied to a scene that
+    already has exactly the model's band count (the RGB PNG beside 7-band stacks read with
+    ``bands: [3, 2, 1]``); the run records the bands each scene was read with.
+    """
+    bands = cfg.bands
+    if bands is None:
+        return None
+    if max(bands) >= scene.bands and scene.bands == model.in_channels:
+        return None
+    return tuple(bands)
 
 
 def scene_problem(scene: SceneInfo, cfg: Any, model: Any) -> str | None:
@@ -33,12 +55,13 @@ def scene_problem(scene: SceneInfo, cfg: Any, model: Any) -> str | None:
     if scene.dtype not in SUPPORTED_DTYPES:
         return (f"dtype {scene.dtype!r} is not supported; convert the scene to one of "
                 f"{', '.join(SUPPORTED_DTYPES)}")
-    if cfg.bands is not None and max(cfg.bands) >= c:
+    bands = scene_bands(scene, cfg, model)
+    if bands is not None and max(bands) >= c:
         return (
-            f"bands {list(cfg.bands)} select band {max(cfg.bands)} but the scene has {c} bands "
+            f"bands {list(bands)} select band {max(bands)} but the scene has {c} bands "
             f"(0..{c - 1}); fix `bands` in the config"
         )
-    n = c if cfg.bands is None else len(cfg.bands)
+    n = c if bands is None else len(bands)
     if n != model.in_channels:
         hint = (
             f"set bands: {list(range(model.in_channels))}"
@@ -108,10 +131,10 @@ def value_range_problem(scene: SceneInfo, cfg: Any, model: Any,
         from pipeline.io.readers import open_scene
 
         reader = open_scene(scene, storage_options)
-    observed = sample_range(reader, cfg.bands, scene.nodata)
+    observed = sample_range(reader, scene_bands(scene, cfg, model), scene.nodata)
     if observed is None:
         return None
-    problem = spec.range_problem(scene.dtype, observed, value_max=cfg.value_max)
+    problem = spec.range_problem(scene.dtype, observed, value_max=cfg.value_max_for(scene.dtype))
     if problem is None:
         return None
     return f"values out of the model's range: {problem}"

@@ -46,6 +46,7 @@ class SceneReport:
     error: str | None = None
     shape: tuple[int, int, int] | None = None
     dtype: str | None = None
+    bands: list[int] | None = None  # bands read (0-based, in model order); None: all as stored
     output: str | None = None
     units_total: int = 0
     units_done: int = 0

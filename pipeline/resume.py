@@ -232,6 +232,7 @@ class ResumableRun(AbstractContextManager["ResumableRun"]):
             scenes=[s for s in self.catalog.scenes if s.scene_id in todo],
             failures=list(self.catalog.failures),
             url=self.catalog.url,
+            skipped=list(self.catalog.skipped),  # reported in every run's manifest
         )
         for s in subset.scenes:  # clears the chunks of a changed scene before any write
             self.ledger.mark_scene(s.scene_id, "running", s.fingerprint)

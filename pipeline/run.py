@@ -36,7 +36,7 @@ from pipeline.execute import (
     SceneJob,
 )
 from pipeline.plan import SceneGrid, plan_archive, plan_scene, plan_token
-from pipeline.preflight import scene_problem, value_range_problem
+from pipeline.preflight import scene_bands, scene_problem, value_range_problem
 from pipeline.report import RunManifest, SceneReport, render_summary, write_manifest
 from pipeline.retries import install as count_storage_retries
 from pipeline.retries import take as retries_take
@@ -338,14 +338,15 @@ def _execute(
         job = SceneJob(
             info=s,
             output_url=output_url,
-            bands=cfg.bands,
-            value_max=cfg.value_max,
+            bands=scene_bands(s, cfg, model),
+            value_max=cfg.value_max_for(s.dtype),
             confidence=cfg.confidence,
             read_path=cfg.read_path,
             read_chunk=cfg.chunk,
             storage_options=dict(so),
         )
         reports[s.scene_id].units_total = len(grid)
+        reports[s.scene_id].bands = None if job.bands is None else list(job.bands)
         reports[s.scene_id].output = scene_store_url(output_url, s.scene_id)
         states[s.scene_id] = _SceneState(s, grid, job, reports[s.scene_id], _token(s, cfg, model))
     plan = plan_archive(
