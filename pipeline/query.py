@@ -15,9 +15,6 @@ the split between classes is approximate (fast: 4^k fewer pixels read).
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import math
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -32,6 +29,7 @@ from pipeline.hgnstore import HGN_DIR, HgnStore
 from pipeline.io.omezarr import CONFIDENCE_LAYER, LABELS_LAYER, STORE_SUFFIX, SceneWriter
 from pipeline.ledger import Ledger, RunFingerprint
 from pipeline.scene import Georef
+from pipeline.stats import ClassRow, ClassStats, class_stats
 from pipeline.storage import get_fs, is_remote, resolve_url, strip_protocol
 
 __all__ = [
@@ -77,54 +75,6 @@ class SceneSummary:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-@dataclass(frozen=True)
-class ClassRow:
-    label: int
-    name: str
-    pixels: float  # level-0 pixels (exact at level 0, weighted estimate above)
-    area: float | None  # m2 on the ellipsoid; None without a georeference
-    fraction: float
-
-
-@dataclass(frozen=True)
-class ClassStats:
-    """Per-class pixel counts and true areas (m2, geodesic) of a scene or window.
-
-    ``area_unit`` is ``"m2"`` when the scene is georeferenced, else None (and every row's
-    ``area`` None): pixels only, never an invented unit; ``note`` says why.
-    """
-
-    scene_id: str
-    level: int
-    box: tuple[int, int, int, int]  # level-0 (y0, y1, x0, x1)
-    exact: bool
-    area_unit: str | None
-    rows: tuple[ClassRow, ...]
-    note: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "rows": [asdict(r) for r in self.rows]}
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=1)
-
-    def to_csv(self) -> str:
-        buf = io.StringIO()
-        w = csv.writer(buf)
-        areas = self.area_unit is not None
-        w.writerow(["label", "name", "pixels", *(["area_m2", "area_ha", "area_km2"] if areas
-                                                 else []), "fraction"])
-        for r in self.rows:
-            extra = ([f"{r.area:.3f}", f"{r.area / 1e4:.6f}", f"{r.area / 1e6:.8f}"]
-                     if areas and r.area is not None else [])
-            w.writerow([r.label, r.name, _num(r.pixels), *extra, f"{r.fraction:.6f}"])
-        return buf.getvalue()
-
-
-def _num(v: float) -> str:
-    return str(int(v)) if float(v).is_integer() else f"{v:.3f}"
 
 
 class OutputStore:
@@ -407,57 +357,16 @@ class SceneView:
     ) -> ClassStats:
         """Pixels and true areas (m2) per class; chunk by chunk, so any scene size fits.
 
-        Areas are geodesic (:mod:`pipeline.areas`): exact per row on grids whose pixel area
-        varies only with latitude, interpolated between exact samples on others. At a level
-        k > 0 each coarse pixel counts for the level-0 pixels (and the area) it covers
-        inside the box.
+        Areas are geodesic (:mod:`pipeline.stats`, :mod:`pipeline.areas`): exact per row on
+        grids whose pixel area varies only with latitude, interpolated between exact samples
+        on others. At a level k > 0 each coarse pixel counts for the level-0 pixels (and the
+        area) it covers inside the box.
         """
-        from pipeline.areas import NoAreaError, PixelAreas
-
         b = self.pixel_box(box, bbox, clip)
         arr = self._array(LABELS_LAYER, level)
-        f = 2**level
-        n = max(len(self.classes), 256)
-        lbox = self._level_box(b, level)
-        try:
-            areas: PixelAreas | None = PixelAreas(self.georef.scaled(f) if self.georef else None)
-            note = None
-        except NoAreaError as exc:
-            areas, note = None, f"scene {self.scene_id!r}: {exc}"
-        row_area = areas.rows(lbox[0], lbox[1]) if areas and areas.rows_only else None
-
-        def weights(lo: int, hi: int, full0: int, full1: int) -> np.ndarray:
-            # Share of each coarse pixel lo..hi-1 inside [full0, full1) in level-0 pixels.
-            starts = np.arange(lo, hi) * f
-            return (np.minimum(starts + f, full1) - np.maximum(starts, full0)) / f
-
-        def count(tile: _Box) -> tuple[np.ndarray, np.ndarray]:
-            ty0, ty1, tx0, tx1 = tile
-            labels = np.asarray(arr[ty0:ty1, tx0:tx1]).astype(np.intp)
-            share = np.outer(weights(ty0, ty1, b[0], b[1]), weights(tx0, tx1, b[2], b[3]))
-            pixels = np.bincount(labels.ravel(), weights=share.ravel() * f * f, minlength=n)
-            if areas is None:
-                return pixels, np.zeros(n)
-            if row_area is not None:  # exact: per-row class counts times that row's area
-                rows = labels + n * np.arange(ty1 - ty0)[:, None]
-                per_row = np.bincount(rows.ravel(), weights=share.ravel(),
-                                      minlength=n * (ty1 - ty0)).reshape(ty1 - ty0, n)
-                return pixels, row_area[ty0 - lbox[0]:ty1 - lbox[0]] @ per_row
-            pa = areas.block(ty0, ty1, tx0, tx1) * share
-            return pixels, np.bincount(labels.ravel(), weights=pa.ravel(), minlength=n)
-
-        with ThreadPoolExecutor(READ_WORKERS) as pool:
-            parts = list(pool.map(count, self._tiles(arr.chunks, lbox)))
-        counts = sum(p for p, _ in parts)
-        area = sum(a for _, a in parts)
-        total = (b[1] - b[0]) * (b[3] - b[2])
-        rows = tuple(
-            ClassRow(i, self.classes[i][0] if i < len(self.classes) else str(i), float(c),
-                     float(area[i]) if areas is not None else None, float(c) / total)
-            for i, c in enumerate(counts) if c > 0 or i < len(self.classes)
-        )
-        return ClassStats(self.scene_id, level, b, level == 0,
-                          "m2" if areas is not None else None, rows, note)
+        tiles = self._tiles(arr.chunks, self._level_box(b, level))
+        return class_stats(self.scene_id, arr, b, level, tiles, self.classes, self.georef,
+                           READ_WORKERS)
 
     # -- preview
     def preview(
