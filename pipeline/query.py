@@ -438,6 +438,8 @@ class SceneView:
 
         info = self._source_info()
         bands = (self.hgn.get("config") or {}).get("bands") or list(range(info.bands))
+        if max(bands) >= info.bands:  # the run read this scene as stored (preflight.scene_bands)
+            bands = list(range(info.bands))
         bands = list(bands[:3]) if len(bands) >= 3 else [bands[0]] * 3
         reader = open_scene(info, self._so)
         y0, y1, x0, x1 = b

@@ -169,3 +169,7 @@ def test_new_user_archive_in_one_run(ckpt, tmp_path: Path):
                       "--format", "json")
     stats = json.loads(text)
     assert stats["area_unit"] is None and "no georeference" in stats["note"]
+    for sid in ("photos/aerial", "landsat/LC08_7band"):  # the source, read with its bands
+        code, text = _cli("query", "preview", "--output", str(out), "--scene", sid, "--png",
+                          str(tmp_path / "p.png"), "--source")
+        assert code == 0, text
