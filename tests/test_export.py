@@ -154,3 +154,33 @@ def test_s3_output_to_local_and_s3_cog(s3_server, tmp_path: Path) -> None:
         with rasterio.open(path) as ds:
             assert ds.crs.to_epsg() == 32633
             np.testing.assert_array_equal(ds.read(1), labels)
+
+
+def test_custom_crs_survives_run_store_and_cog(tmp_path: Path) -> None:
+    """A projection without an EPSG code (the GeoKey parser used to drop such CRSs)."""
+    import pyproj
+    from _standin import TinyLoader, smooth_image
+    from conftest import write_geotiff
+
+    from pipeline.config import load_config
+    from pipeline.execute import LocalExecutor
+    from pipeline.run import run_pipeline
+
+    custom = ("+proj=lcc +lat_0=33.75 +lon_0=-79 +lat_1=36.1666666666667 +lat_2=34.3333333333333"
+              " +x_0=609601.22 +y_0=0 +ellps=GRS80 +units=m +no_defs")
+    (tmp_path / "a").mkdir()
+    write_geotiff(tmp_path / "a/nc.tif", smooth_image(1, 3, 90, 120), custom,
+                  (600000.0, 30.0, 0.0, 250000.0, 0.0, -30.0))
+    cfg = load_config(overrides={"chunk": 64, "halo": 8})
+    res = run_pipeline(str(tmp_path / "a"), str(tmp_path / "o"), cfg,
+                       executor=LocalExecutor(TinyLoader()))
+    assert res.ok, res.manifest.failed
+    attrs = SceneWriter.open(str(tmp_path / "o"), "nc").attrs
+    assert "proj:code" not in attrs
+    assert pyproj.CRS.from_wkt(attrs["proj:wkt2"]).equals(pyproj.CRS.from_proj4(custom))
+    assert attrs["hgn"]["georeference"]["crs"] == attrs["proj:wkt2"]
+    code, text = _export("-o", str(tmp_path / "o"), "-s", "nc", "--path", str(tmp_path / "c.tif"))
+    assert code == 0 and "custom (WKT2)" in text, text
+    with rasterio.open(tmp_path / "c.tif") as ds:
+        assert pyproj.CRS.from_wkt(ds.crs.to_wkt()).equals(pyproj.CRS.from_proj4(custom))
+        assert ds.transform.to_gdal() == (600000.0, 30.0, 0.0, 250000.0, 0.0, -30.0)
