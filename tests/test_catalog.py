@@ -130,6 +130,17 @@ def test_sidecars_name_their_raster(tmp_path: Path) -> None:
     assert [s.scene_id for s in cat.scenes] == ["a"]
 
 
+def test_multi_page_and_empty_tiffs_fail_with_their_reason(tmp_path: Path) -> None:
+    import tifffile
+
+    tifffile.imwrite(tmp_path / "stack.tif", np.zeros((4, 16, 16), np.uint16),
+                     photometric="minisblack")  # 4 pages, one per band
+    (tmp_path / "empty.tif").write_bytes(b"")
+    got = {f.scene_id: f.reason for f in catalog(str(tmp_path)).failures}
+    assert "4 full-resolution images (TIFF pages)" in got["stack"] and "band_files" in got["stack"]
+    assert "truncated or empty: 0 bytes" in got["empty"]
+
+
 def test_fingerprint_is_stable_and_tracks_metadata(tmp_path: Path, archive) -> None:
     shutil.copytree(archive.root / "synth", tmp_path / "synth")
     first = catalog(str(tmp_path)).get("synth/s1").fingerprint

@@ -258,6 +258,20 @@ class TestGeoTiffFloat32Nan(FormatContract):
         return Expected(data, float("nan"), Georef(*web))
 
 
+class TestBigEndianTiff(FormatContract):
+    """Motorola byte order, written by tifffile: GDAL hands back native-order pixels."""
+
+    kind = "raster"
+
+    def write(self, root: Path, rng: np.random.Generator) -> Expected:
+        import tifffile
+
+        data = rng.integers(0, 60000, (2, 50, 70), dtype=np.uint16)
+        tifffile.imwrite(root / "be.tif", data, byteorder=">", photometric="minisblack",
+                         planarconfig="separate", tile=(16, 16))
+        return Expected(data)
+
+
 class TestPng(FormatContract):
     kind = "raster"
 
