@@ -30,6 +30,7 @@ from typing import Any
 
 from pipeline.errors import ConfigError, StorageError
 from pipeline.io.formats import (
+    FORMATS,
     BandFile,
     Format,
     Target,
@@ -191,8 +192,6 @@ def _scene_id(rel: str) -> str:
 
 
 def _file_suffixes() -> tuple[str, ...]:
-    from pipeline.io.formats import FORMATS
-
     return tuple(s for fmt in FORMATS for s in fmt.suffixes)
 
 
@@ -298,7 +297,8 @@ def _dispatch_files(ctx: _Context, walk: _Walk, spec: _BandSpec | None) -> None:
         rasters.add(rel)
         walk.jobs.append(_Job(fmt, ctx.target(path, _scene_id(rel), entry=entry)))
     for scene_id, found in sorted(groups.items()):
-        _band_group(ctx, walk, spec, scene_id, found)  # type: ignore[arg-type]
+        assert spec is not None  # groups only fill when band_files is given
+        _band_group(ctx, walk, spec, scene_id, found)
         rasters.update(ctx.rel(p) for p, _ in found.values())
     for rel, path, _entry in leftovers:
         walk.skipped.append(SkippedFile(rel, ctx.url_of(path), _why_not(rel, rasters)))
