@@ -184,6 +184,15 @@ app.command("nightly")(nightly_cmd)
 app.add_typer(query_app, name="query")
 
 
+# ------------------------------------------------------------- serve, diff, query changes
+# The results side (web viewer, change maps); the commands live in pipeline/viewer_cli.py.
+from pipeline.viewer_cli import changes_cmd, diff_cmd, serve_cmd  # noqa: E402
+
+app.command("serve")(serve_cmd)
+app.command("diff")(diff_cmd)
+query_app.command("changes")(changes_cmd)
+
+
 # ------------------------------------------------------------------- train, evaluate (model)
 # The model package owns these; see hgn_model/cli.py.
 from hgn_model.cli import evaluate_cmd, train_cmd  # noqa: E402

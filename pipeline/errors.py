@@ -81,3 +81,7 @@ class NonFiniteError(PipelineError, ValueError):
 
     def __reduce__(self) -> tuple[type[NonFiniteError], tuple[str, int, int, int]]:
         return (type(self), (self.scene_id, self.band, self.y, self.x))
+
+
+class ChangeError(PipelineError, ValueError):
+    """A change map cannot be made or read (no earlier labels, another grid, no layer)."""
