@@ -18,7 +18,7 @@ from pipeline.ops_cli import ConfigOpt, OutputOpt, SceneOpt, _run, _storage_opti
 if TYPE_CHECKING:
     from pipeline.change import ChangeMatrix
 
-__all__ = ["changes_cmd", "diff_cmd", "serve_cmd"]
+__all__ = ["changes_cmd", "diff_cmd", "serve_cmd", "stac_cmd"]
 
 
 def _print_matrix(m: ChangeMatrix) -> None:
@@ -105,3 +105,14 @@ def serve_cmd(
     from pipeline.serve import serve
 
     _run(lambda: serve(output, host=host, port=port, storage_options=_storage_options(config)))
+
+
+def stac_cmd(output: OutputOpt, config: ConfigOpt = None) -> None:
+    """Rebuild <output>/catalog.json and every scene's STAC item from the stores.
+
+    Runs update the items of the scenes they write; this rebuilds all of them (outputs
+    written before the catalog existed, or after scenes were deleted by hand).
+    """
+    from pipeline.stac import update_catalog
+
+    _run(lambda: typer.echo(update_catalog(output, _storage_options(config))))

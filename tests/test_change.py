@@ -8,40 +8,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zarr
+from _outputs import CLASSES
+from _outputs import labels as _labels
+from _outputs import write_scene as _write
 from typer.testing import CliRunner
 
 from pipeline.change import BASE, decode, encode
 from pipeline.diff import diff_scene, read_changes
 from pipeline.errors import ChangeError
 from pipeline.io.change_layer import open_change_level
-from pipeline.io.omezarr import SceneWriter, mode_downsample
+from pipeline.io.omezarr import mode_downsample
 from pipeline.previous import keep_previous, previous_versions
 from pipeline.query import OutputStore
-from pipeline.scene import Georef
-
-CLASSES = [("unknown", (0, 0, 0, 0)), ("water", (0, 0, 255, 255)),
-           ("forest", (0, 128, 0, 255)), ("urban", (200, 50, 50, 255))]
-GEO = Georef("EPSG:32633", (500_000.0, 10.0, 0.0, 4_000_000.0, 0.0, -10.0))
-H, W, CHUNK = 150, 230, 64  # not multiples of the chunk: edge chunks are short
-
-
-def _labels(seed: int) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    blocks = np.kron(rng.integers(0, 4, (H // 9 + 1, W // 9 + 1)), np.ones((9, 9), np.int64))
-    return blocks[:H, :W].astype(np.uint8)
-
-
-def _write(root: str, so: dict, labels: np.ndarray, run_id: str, scene: str = "t/s1",
-           georef: Georef | None = GEO, overwrite: bool = False) -> None:
-    h, w = labels.shape
-    wr = SceneWriter.create(root, scene, h, w, CHUNK, CLASSES, {"run_id": run_id},
-                            georef=georef, confidence=True, levels=3, storage_options=so,
-                            overwrite=overwrite)
-    for y in range(0, h, CHUNK):
-        for x in range(0, w, CHUNK):
-            block = labels[y:y + CHUNK, x:x + CHUNK]
-            wr.write_block(y, x, block, np.full_like(block, 200))
-    wr.finalize({"run_id": run_id, "finished": f"2026-12-0{run_id[-1]}T00:00:00+00:00"})
 
 
 @pytest.fixture(params=["local", pytest.param("s3", marks=pytest.mark.s3)])
