@@ -224,8 +224,11 @@ class ResumableRun(AbstractContextManager["ResumableRun"]):
 
         ``session``: entered only when there is work (e.g. starting Ray for a nightly run).
         """
+        from pipeline.publish import after_run, before_run
+
         ch = self.changes if self.changes is not None else self.plan()
         if not ch.todo:
+            after_run(self.output_url, None, {}, self.so, console)
             return None
         todo = set(ch.todo)
         subset = Catalog(
@@ -239,6 +242,8 @@ class ResumableRun(AbstractContextManager["ResumableRun"]):
         # The ledger decides what is done: an existing store of a scene to (re)process is ours
         # to replace, unless the ledger is brand new (then its stores are someone else's).
         cfg = self.cfg if self.ledger.created else self.cfg.with_overrides(overwrite=True)
+        # Before any store is rewritten: the labels of changed scenes, for their change maps.
+        kept = before_run(self.output_url, ch.changed, cfg.keep_previous, self.so)
         with session() if session is not None else contextlib.nullcontext():
             result = run_pipeline(
                 self.input_url, self.output_url, cfg, executor=self.executor,
@@ -246,6 +251,7 @@ class ResumableRun(AbstractContextManager["ResumableRun"]):
                 summary=summary, catalog_result=subset,
             )
         self._record(subset.scenes, result)
+        after_run(self.output_url, result, kept, self.so, console)  # change maps, STAC
         self.lock.check()
         return result
 

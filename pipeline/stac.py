@@ -4,7 +4,8 @@ Layout (STAC 1.1, self-contained: every link and asset href is relative, so the 
 wherever the output is copied, served or mounted)::
 
     <output>/catalog.json                      Catalog, an ``item`` link per scene
-    <output>/_hgn/stac/<scene>.json            Item (scene id escaped as one file name)
+    <output>/_hgn/stac/<name>.json             Item (the scene id, or a slug + hash of it
+                                               when it has characters unsafe in URLs)
 
 Each item has (built with pystac):
 
@@ -24,6 +25,7 @@ Each item has (built with pystac):
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections.abc import Iterable, Mapping
@@ -47,7 +49,12 @@ _DENSIFY = 16  # points per footprint edge: curved edges of projected grids in l
 
 
 def _item_rel(scene_id: str) -> str:
-    return f"{ITEMS_DIR}/{segment(scene_id, 'scene_id')}.json"
+    """``stac/<name>.json``: the id where it is URL- and file-safe, else a slug + hash."""
+    name = re.sub(r"[^A-Za-z0-9_.-]", "_", scene_id).strip(".") or "scene"
+    if name != scene_id or len(name) > 150:
+        digest = hashlib.sha256(scene_id.encode()).hexdigest()[:10]
+        name = f"{name[:150]}-{digest}"
+    return f"{ITEMS_DIR}/{name}.json"
 
 
 def _hex(rgba: Any) -> str:
