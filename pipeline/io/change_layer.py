@@ -3,9 +3,9 @@
 A multiscale OME-Zarr 0.5 label image (uint16, the codes of :mod:`pipeline.change`) on the
 scene's grid, same chunks, same number of levels (2x2 mode downsampling, like the labels),
 the georeference attributes of the labels, and ``image-label`` colours and properties for
-every code present: unchanged pixels translucent grey, changed pixels in the colour of their
-current class, each with ``name`` ("forest -> urban"), ``from``, ``to`` and ``changed``.
-``attrs["hgn_change"]`` records what was compared and the from -> to matrix
+every code present: unchanged pixels dimmed (translucent black), changed pixels in the
+colour of their current class, each with ``name`` ("forest -> urban"), ``from``, ``to``
+and ``changed``. ``attrs["hgn_change"]`` records what was compared and the from -> to matrix
 (:meth:`pipeline.change.ChangeMatrix.to_dict`). ``labels/zarr.json`` lists the layer, so napari
 and ome-zarr-py find it next to the segmentation.
 
@@ -43,7 +43,7 @@ __all__ = [
 ]
 
 CHANGE_LAYER = "change"
-UNCHANGED_RGBA = (128, 128, 128, 64)  # translucent: compared, nothing changed
+UNCHANGED_RGBA = (0, 0, 0, 96)  # translucent dark: compared, unchanged (dims it)
 
 
 def change_colors(matrix: ChangeMatrix, colors_to: Sequence[Sequence[int]]

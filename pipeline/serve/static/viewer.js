@@ -140,7 +140,8 @@
     const box = $("clicked");
     box.replaceChildren();
     const cls = meta.classes[p.label];
-    box.append(el("div", { "data-testid": "clicked-class", "data-label": p.label },
+    box.append(el("div", { "data-testid": "clicked-class", "data-label": p.label,
+                           "data-x": p.x, "data-y": p.y },
       el("span", { class: "swatch", style: `background:${rgba(cls ? cls.rgba : [0, 0, 0, 0])}` }),
       ` ${p.class} (label ${p.label})`));
     box.append(el("div", { class: "mono" }, `pixel x ${p.x}, y ${p.y}`));
@@ -269,6 +270,7 @@
     }
   });
   window.addEventListener("hashchange", route);
+  window.hgnViewer = state; // read-only hook for the browser tests (map, meta, layers)
   Promise.all([loadScenes(), loadNightly()]).then(([scenes]) => {
     if (!location.hash && scenes.length) location.hash = `scene=${enc(scenes[0].scene_id)}`;
     else route();
