@@ -53,8 +53,10 @@
       const row = el("tr", { "data-scene": s.scene_id },
         el("td", {}, el("a", { href: `#scene=${enc(s.scene_id)}` }, s.scene_id)),
         el("td", { class: `status-${s.status}`, title: s.error || "" }, s.status),
-        el("td", {}, size), el("td", {}, s.model || "-"), el("td", {}, short(s.run_id, 24)),
-        el("td", {}, short(s.finished, 19)));
+        el("td", {}, size), el("td", {}, s.model || "-"),
+        el("td", { title: s.run_id || "" }, short(s.run_id, 16)),
+        el("td", { title: s.finished || "" },
+           s.finished ? s.finished.slice(5, 16).replace("T", " ") : "-"));
       row.addEventListener("click", () => { location.hash = `scene=${enc(s.scene_id)}`; });
       body.append(row);
     }
