@@ -36,6 +36,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 from urllib.parse import unquote
 
+from pipeline.config import OUTPUT_SETTINGS
 from pipeline.errors import PipelineError
 from pipeline.hgnstore import HgnStore, now_utc, segment
 
@@ -51,11 +52,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 STATES = ("pending", "running", "done", "failed")
-# Config fields that change the labels written (batch size, actor counts, retries do not).
-OUTPUT_SETTINGS = (
-    "layout", "bands", "value_max", "chunk", "halo", "unit_chunks", "confidence",
-    "pyramid_levels",
-)
 # Bump when the pipeline's own output for identical settings changes (padding, stitching).
 LEDGER_FORMAT = 1
 _NO_TOKEN = "_"  # marker folder of chunks recorded without a per-scene token
