@@ -84,9 +84,10 @@ def _assert_identical(out: Path | str, reference: dict[str, list[np.ndarray]]) -
 def cluster():
     from ray.cluster_utils import Cluster
 
-    # Tests only: Ray 2.60 turns token auth on by default; the fake cluster's nodes are
-    # processes of this test on this machine, so they run without it (never in shipped files).
-    os.environ["RAY_AUTH_MODE"] = "disabled"
+    # Ray's token auth stays on here (Ray 2.60's default): the fake cluster's processes and
+    # this driver share it. Turning it off with RAY_AUTH_MODE=disabled is not possible in a
+    # process that has already run a Ray with auth on, as the rest of the suite does: actor
+    # creation is then cancelled ("Failed to register actor", measured on Ray 2.60.0).
     assert not ray.is_initialized(), "a Ray instance is already running in this process"
     c = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
     ray.init(address=c.address, log_to_driver=False)
@@ -95,7 +96,6 @@ def cluster():
     finally:
         ray.shutdown()
         c.shutdown()
-        os.environ.pop("RAY_AUTH_MODE", None)
 
 
 @pytest.fixture

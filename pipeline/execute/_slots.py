@@ -1,17 +1,20 @@
-"""Bookkeeping of an elastic pool: one :class:`Slot` per actor created, and the work queue."""
+"""Bookkeeping of an elastic pool: a :class:`Slot` per actor, the work queue, finalize retries."""
 
 from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from pipeline.execute.protocol import ActorStats, Batch, WorkerInfo
+from pipeline.execute.protocol import ActorStats, Batch, FinalizeResult, SceneJob, WorkerInfo
 
-__all__ = ["Slot", "WorkQueue", "now_iso"]
+__all__ = ["FINALIZE_ATTEMPTS", "RetryingFinalize", "Slot", "WorkQueue", "now_iso"]
+
+FINALIZE_ATTEMPTS = 3  # a finalize whose actor died is sent to another live actor
 
 
 def now_iso() -> str:
@@ -113,3 +116,47 @@ class WorkQueue:
         if self.has_more():
             return self._ahead.popleft()
         return None
+
+
+class RetryingFinalize:
+    """Finalize a scene on a live actor, round robin; if that actor dies, on another one.
+
+    Finalizing is idempotent (it reads level 0 and rewrites the pyramid and metadata).
+    """
+
+    def __init__(self, live: Callable[[], list[Slot]]) -> None:
+        self.live = live
+        self._next = 0
+
+    def __call__(self, job: SceneJob, extra: dict[str, Any]) -> Future[FinalizeResult]:
+        out: Future[FinalizeResult] = Future()
+        self._on(job, extra, out, tried=frozenset())
+        return out
+
+    def _on(
+        self,
+        job: SceneJob,
+        extra: dict[str, Any],
+        out: Future[FinalizeResult],
+        tried: frozenset[int],
+    ) -> None:
+        from ray.exceptions import RayActorError
+
+        live = [s for s in self.live() if s.serial not in tried]
+        if not live or len(tried) >= FINALIZE_ATTEMPTS:
+            out.set_result(FinalizeResult(job.scene_id, 0.0, "no model actor alive to finalize"))
+            return
+        slot = live[self._next % len(live)]
+        self._next += 1
+
+        def done(f: Future[FinalizeResult]) -> None:
+            try:
+                out.set_result(f.result())
+            except RayActorError:  # that actor died: another one does it
+                self._on(job, extra, out, tried | {slot.serial})
+            except Exception as e:
+                out.set_result(
+                    FinalizeResult(job.scene_id, 0.0, f"finalize failed: {type(e).__name__}: {e}")
+                )
+
+        slot.handle.finalize.remote(job, extra).future().add_done_callback(done)

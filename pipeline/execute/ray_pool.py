@@ -34,9 +34,16 @@ from concurrent.futures import Future
 from typing import Any, Literal
 
 from pipeline.errors import PipelineError, PoolLostError
-from pipeline.execute._slots import Slot, WorkQueue
+from pipeline.execute._pool_messages import (
+    failed_result,
+    loss_reason,
+    lost_message,
+    no_start_error,
+    short,
+)
+from pipeline.execute._slots import RetryingFinalize, Slot, WorkQueue
 from pipeline.execute.actor import ACTOR_ENV, ModelActor
-from pipeline.execute.capacity import PoolSpec, alive_nodes, describe_nodes, pool_spec
+from pipeline.execute.capacity import PoolSpec, alive_nodes, pool_spec
 from pipeline.execute.protocol import (
     ActorStats,
     Batch,
@@ -61,7 +68,15 @@ POLL_S = 1.0
 # Actor threads beyond the in-flight batches: a scene's finalize and a ready()/stats call are
 # never queued behind a full pipeline of batches.
 _SPARE_SLOTS = 2
-FINALIZE_ATTEMPTS = 3  # a finalize whose actor died is sent to another live actor
+# RayExecutor argument -> RunConfig field.
+_CONFIG_FIELDS = {
+    "max_actors": "max_actors", "threads": "threads_per_actor", "use_gpu": "use_gpu",
+    "cpus_per_gpu_actor": "cpus_per_gpu_actor", "read_path": "read_path",
+    "max_in_flight_per_actor": "max_in_flight_per_actor", "overlap": "overlap_io",
+    "actor_max_restarts": "actor_max_restarts", "task_max_retries": "task_max_retries",
+    "io_retries": "io_retries", "io_backoff_s": "io_backoff_s",
+    "start_timeout_s": "actor_start_timeout_s", "no_actor_timeout_s": "no_actor_timeout_s",
+}  # fmt: skip
 
 
 class RayExecutor:
@@ -108,27 +123,15 @@ class RayExecutor:
         self._target = 0
         self._polled = 0.0
         self._reset_run()
-        self._next_finalize = 0
+        self._finalizer = RetryingFinalize(self._live)
 
     @classmethod
     def from_config(cls, cfg: Any, loader: Callable[..., Predictor] | None = None) -> RayExecutor:
         """From a :class:`~pipeline.config.RunConfig`."""
         return cls(
             loader if loader is not None else SegmenterLoader(cfg.checkpoint),
-            max_actors=cfg.max_actors,
-            threads=cfg.threads_per_actor,
-            use_gpu=cfg.use_gpu,
-            cpus_per_gpu_actor=cfg.cpus_per_gpu_actor,
             reserve_cpus=cfg.effective_reserve_cpus,
-            max_in_flight_per_actor=cfg.max_in_flight_per_actor,
-            read_path=cfg.read_path,
-            overlap=cfg.overlap_io,
-            actor_max_restarts=cfg.actor_max_restarts,
-            task_max_retries=cfg.task_max_retries,
-            io_retries=cfg.io_retries,
-            io_backoff_s=cfg.io_backoff_s,
-            start_timeout_s=cfg.actor_start_timeout_s,
-            no_actor_timeout_s=cfg.no_actor_timeout_s,
+            **{arg: getattr(cfg, name) for arg, name in _CONFIG_FIELDS.items()},
         )
 
     # --- views ---------------------------------------------------------------------------
@@ -233,37 +236,22 @@ class RayExecutor:
         budget = self.actor_max_restarts * max(1, self._target)
         return self._init_error is None and self._start_failures <= budget
 
+    def _no_start_error(self) -> PipelineError:
+        assert self.spec is not None
+        return no_start_error(
+            self.spec,
+            self.use_gpu,
+            self.start_timeout_s,
+            self._target,
+            self._init_error,
+            self._start_failures,
+            self._last_loss,
+        )
+
     def _replace_start_failures(self) -> None:
         missing = self._target - len(self._live()) - len(self._pending())
         if missing > 0 and self._may_create() and self._start_failures:
             self._create(missing)
-
-    def _no_start_error(self) -> PipelineError:
-        spec = self.spec
-        assert spec is not None
-        if self._init_error is not None:
-            return PipelineError(f"a model actor failed to load its model: {self._init_error}")
-        if self._start_failures:
-            return PipelineError(
-                f"model actors died {self._start_failures} time(s) while loading the model "
-                f"(last: {self._last_loss}): the model may not fit in a node's memory; "
-                "raise actor_max_restarts if nodes were lost during start-up"
-            )
-        why = " (use_gpu: true)" if self.use_gpu is True else ""
-        fallback = ", or set use_gpu: auto to run on CPUs" if self.use_gpu is True else ""
-        gpu_hint = (
-            "; no node has a GPU"
-            if spec.uses_gpu and not any(n.get("GPU", 0) for n in alive_nodes())
-            else ""
-        )
-        return PipelineError(
-            f"no model actor started within {self.start_timeout_s:g} s "
-            f"(actor_start_timeout_s): each needs {spec.need}{why}, and the cluster has "
-            f"{describe_nodes(alive_nodes())}{gpu_hint}. {self._target} such actor(s) were "
-            "requested (an autoscaler sees them as pending demand). Add nodes with those "
-            f"resources, or raise actor_start_timeout_s if nodes take longer to come up"
-            f"{fallback}"
-        )
 
     # --- the loop --------------------------------------------------------------------------
     def _reset_run(self) -> None:
@@ -327,7 +315,17 @@ class RayExecutor:
             raise self._no_start_error()
         self._no_actor_since = self._no_actor_since or now
         if now - self._no_actor_since > self.no_actor_timeout_s:
-            raise PoolLostError(self._lost_message())
+            lost = sum(sl.state == "lost" for sl in self._run_slots())
+            raise PoolLostError(
+                lost_message(
+                    self.spec,
+                    self.no_actor_timeout_s,
+                    lost,
+                    self._last_loss,
+                    len(self._pending()),
+                    self._nodes,
+                )
+            )
         return failed
 
     def _poll(self, work: WorkQueue) -> list[BatchResult]:
@@ -344,18 +342,6 @@ class RayExecutor:
             if s.node not in alive:
                 failed += self._lose(s, None, "its node died", work)
         return failed
-
-    def _lost_message(self) -> str:
-        assert self.spec is not None
-        lost = sum(s.state == "lost" for s in self._run_slots())
-        return (
-            f"no model actor has been alive for {self.no_actor_timeout_s:g} s "
-            f"(no_actor_timeout_s): {lost} lost in this run (last: {self._last_loss}); "
-            f"{len(self._pending())} replacement(s) wait for {self.spec.need} each, which the "
-            f"cluster ({describe_nodes(self._nodes)}) cannot place. The run stopped; every "
-            "chunk written so far is recorded, so rerunning the same command resumes once "
-            "capacity is back"
-        )
 
     def _dispatch(self, work: WorkQueue) -> None:
         while True:
@@ -394,14 +380,14 @@ class RayExecutor:
         try:
             info = ray.get(slot.ready_ref)
         except RayActorError as e:
-            slot.end("lost", _short(e))
+            slot.end("lost", short(e))
             self._slots.remove(slot)
-            self._last_loss = _short(e)
+            self._last_loss = short(e)
             if e.actor_init_failed:  # the model cannot load here: a new actor would not either
-                self._init_error = _short(e)
+                self._init_error = short(e)
             else:
                 self._start_failures += 1
-            log.warning("%s died while starting: %s", slot.name, _short(e))
+            log.warning("%s died while starting: %s", slot.name, short(e))
             return
         slot.became_live(info, joined=self._running)
         if self._model is None:
@@ -419,10 +405,10 @@ class RayExecutor:
         try:
             res: BatchResult = ray.get(ref)
         except RayActorError as e:
-            yield from self._lose(slot, batch, _loss_reason(slot, e), work)
+            yield from self._lose(slot, batch, loss_reason(slot, e), work)
             return
         except Exception as e:  # the call itself raised: a bug, reported on the scene
-            res = _failed(batch, f"batch failed on {slot.name}: {_short(e)}")
+            res = failed_result(batch, f"batch failed on {slot.name}: {short(e)}")
         slot.units += len(res.done)
         slot.batches += 1
         slot.busy_s += res.infer_s
@@ -447,7 +433,7 @@ class RayExecutor:
             n = self._losses[b.key] = self._losses.get(b.key, 0) + 1
             if n > self.task_max_retries:
                 failed.append(
-                    _failed(
+                    failed_result(
                         b,
                         f"batch {b.key} ({len(b.units)} units) was lost with {n} model actors "
                         f"(last: {reason}): it may be what kills them (out of memory?); lower "
@@ -485,32 +471,7 @@ class RayExecutor:
     # --- finalize, stats, close -------------------------------------------------------------
     def finalize(self, job: SceneJob, extra_attrs: dict[str, Any]) -> Future[FinalizeResult]:
         """Run the scene's pyramid/metadata step on a live actor (another if that one dies)."""
-        out: Future[FinalizeResult] = Future()
-        self._finalize_on(job, extra_attrs, out, tried=set())
-        return out
-
-    def _finalize_on(
-        self, job: SceneJob, extra: dict[str, Any], out: Future[FinalizeResult], tried: set[int]
-    ) -> None:
-        from ray.exceptions import RayActorError
-
-        live = [s for s in self._live() if s.serial not in tried]
-        if not live or len(tried) >= FINALIZE_ATTEMPTS:
-            out.set_result(FinalizeResult(job.scene_id, 0.0, "no model actor alive to finalize"))
-            return
-        slot = live[self._next_finalize % len(live)]
-        self._next_finalize += 1
-        fut = slot.handle.finalize.remote(job, extra).future()
-
-        def done(f: Future[FinalizeResult]) -> None:
-            try:
-                out.set_result(f.result())
-            except RayActorError:
-                self._finalize_on(job, extra, out, tried | {slot.serial})
-            except Exception as e:
-                out.set_result(FinalizeResult(job.scene_id, 0.0, f"finalize failed: {_short(e)}"))
-
-        fut.add_done_callback(done)
+        return self._finalizer(job, extra_attrs)
 
     def peak_rss_bytes(self) -> dict[int, int]:
         """Peak RSS per live actor process (pid -> bytes)."""
@@ -537,30 +498,3 @@ class RayExecutor:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def _loss_reason(slot: Slot, error: BaseException) -> str:
-    """Why an actor died, in words: preemption, its node, or its own process."""
-    if getattr(error, "preempted", False):
-        return "its node was preempted"
-    node = slot.node
-    with contextlib.suppress(Exception):
-        import ray
-
-        if any(n["NodeID"] == node and not n.get("Alive") for n in ray.nodes()):
-            return "its node died"
-    return f"the actor process died ({type(error).__name__})"
-
-
-def _short(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {text[-1] if text else ''}"[:500]
-
-
-def _failed(batch: Batch, error: str) -> BatchResult:
-    return BatchResult(
-        scene_id=batch.job.scene_id,
-        done=(),
-        failed_units=tuple(u.unit_id for u in batch.units),
-        error=error,
-    )
