@@ -65,6 +65,9 @@ log = logging.getLogger(__name__)
 # How often the pool re-reads the cluster's nodes while it waits: a node that joins gets its
 # actor within about this long (pending actors start at once anyway); each poll is ~1 ms of GCS.
 POLL_S = 1.0
+# Once one actor is ready, start() waits this long (or as long as the first took) for the
+# others the nodes hold, so a fixed cluster starts whole; later ones join the running pool.
+START_GRACE_S = 10.0
 # Actor threads beyond the in-flight batches: a scene's finalize and a ready()/stats call are
 # never queued behind a full pipeline of batches.
 _SPARE_SLOTS = 2
@@ -165,6 +168,10 @@ class RayExecutor:
     def actor_stats(self) -> list[ActorStats]:
         return [s.stats() for s in self._run_slots()]
 
+    def redone_batches(self) -> set[str]:
+        """Keys (:attr:`Batch.key`) of the batches sent again in this run after a loss."""
+        return set(self._losses)
+
     def _run_slots(self) -> list[Slot]:
         return [s for s in self._slots if s.info is not None]
 
@@ -206,10 +213,14 @@ class RayExecutor:
         self._target, self._polled = spec.target(self._nodes), time.monotonic()
         self._create(self._target)
         wait_for = max(1, min(self._target, spec.fit(self._nodes)))
-        deadline = time.monotonic() + self.start_timeout_s
+        t0 = time.monotonic()
+        deadline, first = t0 + self.start_timeout_s, None
         while len(self._live()) < wait_for and time.monotonic() < deadline:
             if self._init_error or not self._pending():
                 break
+            if self._live() and first is None:  # the rest get a grace period, then join later
+                first = time.monotonic()
+                deadline = min(deadline, first + max(START_GRACE_S, first - t0))
             for _ in self._wait(WorkQueue(()), min(POLL_S, deadline - time.monotonic())):
                 pass  # only actors starting: no batch results here
             self._replace_start_failures()
@@ -237,16 +248,8 @@ class RayExecutor:
         return self._init_error is None and self._start_failures <= budget
 
     def _no_start_error(self) -> PipelineError:
-        assert self.spec is not None
-        return no_start_error(
-            self.spec,
-            self.use_gpu,
-            self.start_timeout_s,
-            self._target,
-            self._init_error,
-            self._start_failures,
-            self._last_loss,
-        )
+        return no_start_error(self.spec, self.use_gpu, self.start_timeout_s, self._target,
+                              self._init_error, self._start_failures, self._last_loss)
 
     def _replace_start_failures(self) -> None:
         missing = self._target - len(self._live()) - len(self._pending())
@@ -316,16 +319,8 @@ class RayExecutor:
         self._no_actor_since = self._no_actor_since or now
         if now - self._no_actor_since > self.no_actor_timeout_s:
             lost = sum(sl.state == "lost" for sl in self._run_slots())
-            raise PoolLostError(
-                lost_message(
-                    self.spec,
-                    self.no_actor_timeout_s,
-                    lost,
-                    self._last_loss,
-                    len(self._pending()),
-                    self._nodes,
-                )
-            )
+            raise PoolLostError(lost_message(self.spec, self.no_actor_timeout_s, lost,
+                                             self._last_loss, len(self._pending()), self._nodes))
         return failed
 
     def _poll(self, work: WorkQueue) -> list[BatchResult]:
