@@ -36,7 +36,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 from urllib.parse import unquote
 
-from pipeline.config import OUTPUT_SETTINGS
+from pipeline.config import OUTPUT_SETTINGS, output_settings
 from pipeline.errors import PipelineError
 from pipeline.hgnstore import HgnStore, now_utc, segment
 
@@ -90,7 +90,7 @@ class RunFingerprint:
             raise ValueError(f"config lacks output settings {missing}; pass a full RunConfig")
         if not checkpoint_sha256:
             raise ValueError("checkpoint_sha256 is empty; pass Segmenter.config.sha256")
-        settings = {k: data[k] for k in OUTPUT_SETTINGS}
+        settings = output_settings(data)
         settings.update(checkpoint_sha256=checkpoint_sha256, arch=arch, format=LEDGER_FORMAT)
         return cls.from_settings(settings)
 

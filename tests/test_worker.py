@@ -105,7 +105,7 @@ def test_all_nan_pixels_are_nodata_and_a_stray_nan_is_named_in_scene_coordinates
     # The unit whose window holds it fails first (its halo reaches row 100 too).
     assert errors and all("band 1, y=100, x=37 (scene pixel coordinates)" in e for e in errors)
     assert errors[0].startswith("inference of s#r1c0 failed: NonFiniteError: scene 's'")
-    assert "config `nodata`" in errors[0]
+    assert "`nodata:` in the run config" in errors[0]
 
 
 class _Timed(WindowProcessor):

@@ -34,7 +34,7 @@ from pipeline.execute.protocol import (
 )
 from pipeline.execute.ray_pool import RayExecutor
 from pipeline.execute.session import ray_session
-from pipeline.execute.worker import NonFiniteError, WindowProcessor
+from pipeline.execute.worker import WindowProcessor
 
 __all__ = [
     "ActorStats",
@@ -44,7 +44,6 @@ __all__ = [
     "FinalizeResult",
     "LocalExecutor",
     "ModelInfo",
-    "NonFiniteError",
     "OverlappedProcessor",
     "PoolEvent",
     "PoolSpec",

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.errors import PipelineError
+from pipeline.errors import NonFiniteError
 from pipeline.execute.protocol import (
     Batch,
     BatchResult,
@@ -44,29 +44,11 @@ from pipeline.retries import retry_io
 from pipeline.retries import take as retries_take
 from pipeline.stitch import crop_core, model_input
 
-__all__ = ["InferredBatch", "LoadedBatch", "NonFiniteError", "WindowProcessor", "torch_threads"]
+__all__ = ["InferredBatch", "LoadedBatch", "WindowProcessor", "torch_threads"]
 
 # Readers/writers kept open per worker. Units arrive scene by scene, so a few suffice; more
 # would only hold file handles and zarr metadata of scenes long finished.
 MAX_OPEN_SCENES = 4
-
-
-class NonFiniteError(PipelineError, ValueError):
-    """A data pixel holds NaN or Inf; names the scene, band and scene pixel coordinates."""
-
-    def __init__(self, scene_id: str, band: int, y: int, x: int, count: int) -> None:
-        super().__init__(scene_id, band, y, x, count)
-        self.scene_id, self.band, self.y, self.x, self.count = scene_id, band, y, x, count
-
-    def __str__(self) -> str:
-        return (
-            f"scene {self.scene_id!r}: {self.count} NaN/Inf value(s) at data pixels, first at "
-            f"band {self.band}, y={self.y}, x={self.x} (scene pixel coordinates); declare "
-            "them nodata (config `nodata`) or fill them before segmenting"
-        )
-
-    def __reduce__(self) -> tuple[type[NonFiniteError], tuple[str, int, int, int, int]]:
-        return (type(self), (self.scene_id, self.band, self.y, self.x, self.count))
 
 
 @dataclass
@@ -393,4 +375,4 @@ def _check_finite(scene_id: str, u: WorkUnit, x: np.ndarray, mask: np.ndarray | 
         bad &= mask[p.top : p.top + w.height, p.left : p.left + w.width]
     if bad.any():
         band, y, xx = (int(v) for v in np.argwhere(bad)[0])
-        raise NonFiniteError(scene_id, band, w.y0 + y, w.x0 + xx, int(bad.sum()))
+        raise NonFiniteError(scene_id, band, w.y0 + y, w.x0 + xx)

@@ -86,10 +86,12 @@ def run_pipeline(
     )
     t_start = time.perf_counter()
     t = time.perf_counter()
-    cat = catalog_result if catalog_result is not None else catalog(input_url, so, cfg.layout)
+    cat = (catalog_result if catalog_result is not None
+           else catalog(input_url, so, **cfg.catalog_options()))
     manifest.stages["catalog_s"] = time.perf_counter() - t
     reports = _reports(cat)
     manifest.scenes = [reports[k] for k in sorted(reports)]
+    manifest.skipped = [f.to_dict() for f in cat.skipped]
 
     workers: list[Any] = []
     if cat.scenes:
@@ -124,9 +126,8 @@ def run_pipeline(
 
 def _reports(cat: Catalog) -> dict[str, SceneReport]:
     reports: dict[str, SceneReport] = {}
-    for f in cat.failures:
-        reports[f.scene_id] = SceneReport(f.scene_id, f.url)
-        reports[f.scene_id].fail(f"catalog: {f.reason}")
+    for f in cat.failures:  # two files with one id: one report, each file named in it
+        reports.setdefault(f.scene_id, SceneReport(f.scene_id, f.url)).fail(f"catalog: {f.reason}")
     for s in cat.scenes:
         reports[s.scene_id] = SceneReport(s.scene_id, s.url, shape=s.shape, dtype=s.dtype)
     return reports

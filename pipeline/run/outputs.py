@@ -68,6 +68,7 @@ def _prepare_one(
             "config": manifest.config,
             "input_url": s.url,
             "input_fingerprint": s.fingerprint,
+            "input_scene": s.to_dict(),  # queries reopen the source without a catalog
             "package_version": manifest.package_version,
             "run_id": manifest.run_id,
             "resume_token": w.token,

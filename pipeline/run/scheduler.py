@@ -18,7 +18,7 @@ from pipeline.config import RunConfig
 from pipeline.errors import OutputError
 from pipeline.execute import Batch, ModelInfo, SceneJob
 from pipeline.plan import Plan, SceneGrid, WorkUnit, plan_archive, plan_scene, plan_token
-from pipeline.preflight import scene_problem
+from pipeline.preflight import scene_bands, scene_problem, value_range_problem
 from pipeline.report import SceneReport
 
 __all__ = [
@@ -112,13 +112,16 @@ def plan_work(
     output_url: str,
     storage_options: Mapping[str, Any],
 ) -> tuple[list[SceneWork], Plan]:
-    """Plan every scene that can run; the others' reports fail with the reason."""
+    """Plan every scene that can run (bands, value range checked against the model); the
+    others' reports fail with the reason."""
     from pipeline.io.omezarr import scene_store_url
 
     works: list[SceneWork] = []
     for s in scenes:
         report = reports[s.scene_id]
-        problem = scene_problem(s, cfg, model)
+        problem = scene_problem(s, cfg, model) or value_range_problem(
+            s, cfg, model, storage_options
+        )
         if problem:
             report.fail(problem)
             continue
@@ -134,14 +137,15 @@ def plan_work(
         job = SceneJob(
             info=s,
             output_url=output_url,
-            bands=cfg.bands,
-            value_max=cfg.value_max,
+            bands=scene_bands(s, cfg, model),
+            value_max=cfg.value_max_for(s.dtype),
             confidence=cfg.confidence,
             read_path=cfg.read_path,
             read_chunk=cfg.chunk,
             storage_options=dict(storage_options),
         )
         report.units_total = len(grid)
+        report.bands = None if job.bands is None else list(job.bands)
         works.append(SceneWork(s, grid, job, report, scene_token(s, cfg, model)))
     plan = plan_archive(
         [w.info for w in works], chunk=cfg.chunk, halo=cfg.halo, unit_chunks=cfg.unit_chunks,
