@@ -10,13 +10,16 @@ way an autoscaler adds nodes and a spot market takes them). In another terminal:
     hgn-pipeline run -i ARCHIVE -o OUT --address ADDRESS --set use_gpu=true --set max_actors=4
     jq '.executor.actors[] | {node_id, units, state}' OUT/_hgn/manifest-*.json
 
-Type ``+`` (add a node), ``-`` (remove the newest) or ``q`` (quit) and Enter at any time.
-Ray's token auth stays on; both processes read the same token. Stops everything on exit.
+Type ``+`` (add a node), ``-`` (remove the newest) or ``q`` (quit) and Enter at any time;
+without a terminal it runs until ``--duration`` or SIGINT/SIGTERM. Ray's token auth stays on;
+both processes read the same token. Everything it started stops when it exits.
 """
 
 from __future__ import annotations
 
 import argparse
+import queue
+import signal
 import sys
 import threading
 import time
@@ -28,57 +31,57 @@ def main() -> int:
     ap.add_argument("--gpus", type=int, default=1, help="logical GPUs per node (0: CPU nodes)")
     ap.add_argument("--join", default="", help="seconds after start to add a node, e.g. 30,60")
     ap.add_argument("--remove", default="", help="seconds after start to remove the newest node")
-    ap.add_argument("--duration", type=float, default=None,
-                    help="without a terminal (stdin closed): stop after this many seconds")
+    ap.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
     args = ap.parse_args()
 
     from ray.cluster_utils import Cluster
 
     cluster = Cluster(initialize_head=True,
                       head_node_args={"num_cpus": 0, "include_dashboard": False})
-    nodes = []
-    lock = threading.Lock()
+    nodes: list = []
 
-    def add() -> None:
-        with lock:
-            nodes.append(cluster.add_node(num_cpus=1, num_gpus=args.gpus))
-            print(f"[{time.strftime('%X')}] node {nodes[-1].node_id[:12]} joined "
-                  f"({len(nodes)} worker nodes)", flush=True)
+    def say(what: str, node) -> None:
+        print(f"[{time.strftime('%X')}] node {node.node_id[:12]} {what} "
+              f"({len(nodes)} worker nodes)", flush=True)
+
+    def add() -> None:  # Ray's Cluster must be driven from the main thread
+        nodes.append(cluster.add_node(num_cpus=1, num_gpus=args.gpus))
+        say("joined", nodes[-1])
 
     def remove() -> None:
-        with lock:
-            if nodes:
-                node = nodes.pop()
-                cluster.remove_node(node)
-                print(f"[{time.strftime('%X')}] node {node.node_id[:12]} removed "
-                      f"({len(nodes)} worker nodes)", flush=True)
+        if nodes:
+            node = nodes.pop()
+            cluster.remove_node(node)
+            say("removed", node)
 
     for _ in range(args.nodes):
         add()
     print(f"address: {cluster.address}\n  hgn-pipeline run ... --address {cluster.address}",
           flush=True)
     t0 = time.monotonic()
-    plan = sorted([(float(s), add) for s in args.join.split(",") if s.strip()]
-                  + [(float(s), remove) for s in args.remove.split(",") if s.strip()],
-                  key=lambda p: p[0])
+    plan = sorted([(float(s), "+") for s in args.join.split(",") if s.strip()]
+                  + [(float(s), "-") for s in args.remove.split(",") if s.strip()])
+    commands: queue.Queue[str] = queue.Queue()
 
-    def scheduled() -> None:
-        for at, action in plan:
-            time.sleep(max(0.0, at - (time.monotonic() - t0)))
-            action()
-
-    threading.Thread(target=scheduled, daemon=True).start()
-    try:
+    def read_stdin() -> None:
         for line in sys.stdin:
-            cmd = line.strip()
-            if cmd == "+":
-                add()
-            elif cmd == "-":
-                remove()
-            elif cmd == "q":
+            commands.put(line.strip())
+
+    threading.Thread(target=read_stdin, daemon=True).start()
+    signal.signal(signal.SIGTERM, lambda *_: commands.put("q"))
+    try:
+        while True:
+            now = time.monotonic() - t0
+            if args.duration is not None and now >= args.duration:
                 break
-        else:  # stdin closed (a script, nohup): run until --duration or Ctrl-C
-            threading.Event().wait(args.duration)
+            wait = min([at - now for at, _ in plan[:1]] + [1.0])
+            try:
+                cmd = commands.get(timeout=max(wait, 0.0))
+            except queue.Empty:
+                cmd = plan.pop(0)[1] if plan and plan[0][0] <= time.monotonic() - t0 else ""
+            if cmd == "q":
+                break
+            {"+": add, "-": remove}.get(cmd, lambda: None)()
     except KeyboardInterrupt:
         pass
     finally:

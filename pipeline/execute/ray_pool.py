@@ -458,7 +458,9 @@ class RayExecutor:
             self._slots.remove(slot)
 
     def _emit(self, kind: str, slot: Slot, message: str) -> None:
-        log.info(message) if kind == "joined" else log.warning(message)
+        # The run's listener shows it to the user; without one, a loss is worth a warning.
+        level = logging.INFO if kind == "joined" or self.listener else logging.WARNING
+        log.log(level, message)
         if self.listener is not None:
             actor_id = slot.info.actor_id if slot.info else ""
             self.listener(PoolEvent(kind, actor_id, message))

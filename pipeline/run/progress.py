@@ -46,9 +46,9 @@ class RunProgress:
             self.p.update(self.scenes, rate=text)
 
     def say(self, message: str) -> None:
-        """A line above the bars (an actor joined or was lost)."""
-        if self.p is not None:
-            self.p.console.print(message, highlight=False, soft_wrap=True)
+        """A line for the user (above the bars when they are on): an actor joined or was lost."""
+        console = self.p.console if self.p is not None else self.console
+        console.print(message, highlight=False, soft_wrap=True)
 
     def stop(self) -> None:
         if self.p is not None:
