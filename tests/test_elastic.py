@@ -215,20 +215,22 @@ def test_nodes_joining_mid_run_get_actors_and_units_and_no_demand_is_left(
 # ------------------------------------------------------------------------------ loss
 
 
-def test_a_node_removed_mid_run_costs_only_its_in_flight_work(
+def test_a_node_removed_mid_run_costs_only_its_in_flight_work_and_a_new_node_takes_over(
     cluster, nodes, archive, reference, tmp_path
 ):
     nodes.add(1)
     (doomed,) = nodes.add(1)
     cfg = _cfg()
     ledger = _CountingLedger()
-    with RayExecutor.from_config(cfg, SlowLoader(0.15)) as ex:
+    with RayExecutor.from_config(cfg, SlowLoader(0.3)) as ex:
         assert len(ex.workers) == 2 and doomed.node_id in {w.node for w in ex.workers}
         thread, box = _in_thread(lambda: run_pipeline(
             str(archive), str(tmp_path / "out"), cfg, executor=ex, ledger=ledger, run_id="loss"))
         _wait(lambda: ledger.count >= 8 or not thread.is_alive(), "8 units on two nodes")
         assert thread.is_alive(), f"run ended before the node died: {box}"
         nodes.remove(doomed)  # spot preemption: the node and its actor vanish
+        _wait(lambda: ex.pool_status().lost == 1 or not thread.is_alive(), "the loss seen")
+        (fresh,) = nodes.add(1)  # capacity returns: a replacement actor joins the run
         res = _finish(thread, box)
         _no_demand()
     assert res.ok, [s.error for s in res.manifest.failed]
@@ -237,6 +239,8 @@ def test_a_node_removed_mid_run_costs_only_its_in_flight_work(
     lost = [a for a in ex_section["actors"] if a["state"] == "lost"]
     assert len(lost) == 1 and lost[0]["node_id"] == doomed.node_id, ex_section["actors"]
     assert lost[0]["stopped"] and "died" in lost[0]["reason"]
+    (joined,) = [a for a in ex_section["actors"] if a["joined"]]
+    assert joined["node_id"] == fresh.node_id and joined["units"] > 0
     # Only what was in flight on the lost actor runs again: at most 2 batches of 2 units.
     assert 1 <= ex_section["units_redone"] <= cfg.max_in_flight_per_actor * cfg.batch_size
     assert sum(a["units"] for a in ex_section["actors"]) == UNITS
