@@ -83,7 +83,12 @@ def run_cmd(
         typer.Option("--num-cpus", help="CPUs of the private local Ray (default: all cores)."),
     ] = None,
     local: Annotated[
-        bool, typer.Option("--local", help="No Ray: run in this process (small jobs, debugging).")
+        bool,
+        typer.Option(
+            "--local",
+            help="No Ray: run in this process (small jobs, debugging), with threads_per_actor "
+            "torch threads: the same bytes as Ray actors at that setting.",
+        ),
     ] = False,
     dry_run: Annotated[
         bool,
@@ -108,6 +113,7 @@ def run_cmd(
     from pipeline.dryrun import dry_run as plan_only
     from pipeline.execute import ray_session
     from pipeline.resume import ResumableRun
+    from pipeline.run import RunRequest
 
     try:
         cfg = load_config(config, parse_overrides(set_))
@@ -117,10 +123,11 @@ def run_cmd(
             return
         # Ray starts only when there is work to do (a no-op rerun costs no cluster).
         session = None if local else (lambda: ray_session(address, num_cpus=num_cpus))
-        with ResumableRun(input, output, cfg, run_id=run_id) as rr:
+        request = RunRequest(input, output, cfg, run_id=run_id, progress=progress,
+                             console=console, summary=True, session=session)
+        with ResumableRun(request) as rr:
             rr.plan()
-            run = rr.execute(progress=progress, console=console, summary=True, session=session)
-            result = rr.result(run)
+            result = rr.result(rr.execute())
         console.print(result.describe(), highlight=False, soft_wrap=True)
     except (PipelineError, ValueError, OSError) as e:
         raise _fail(console, e) from None

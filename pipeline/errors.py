@@ -12,6 +12,7 @@ __all__ = [
     "NonFiniteError",
     "OutputError",
     "PipelineError",
+    "PoolLostError",
     "SceneReadError",
     "StorageError",
     "WindowError",
@@ -39,6 +40,13 @@ class OutputError(PipelineError, OSError):
 
     def __str__(self) -> str:
         return str(self.args[0]) if self.args else ""
+
+
+class PoolLostError(PipelineError, RuntimeError):
+    """The run had no model actor alive for longer than ``no_actor_timeout_s``.
+
+    What was written is recorded in the ledger: rerunning the same command resumes.
+    """
 
 
 class WindowError(PipelineError, ValueError):
