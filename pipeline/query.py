@@ -116,6 +116,10 @@ class OutputStore:
                 else:
                     stack.append(name)
 
+    def scene_ids(self) -> list[str]:
+        """Ids of every scene with an output store, sorted (a listing; no store is opened)."""
+        return sorted(self._store_ids())
+
     def list_scenes(self) -> list[SceneSummary]:
         """Every scene with an output store or a ledger record, sorted by id."""
         records = self._ledger_records()

@@ -198,7 +198,7 @@ def update_catalog(output_url: str, storage_options: Mapping[str, Any] | None = 
     out = OutputStore(output_url, so)
     root = resolve_url(output_url)
     hgn = HgnStore(root, so)
-    ids = sorted(out._store_ids()) if scene_ids is None else sorted(set(scene_ids))
+    ids = out.scene_ids() if scene_ids is None else sorted(set(scene_ids))
     if scene_ids is None:  # a full rebuild drops items whose store is gone
         stale = set(_item_ids(hgn)) - {_item_rel(s).split("/", 1)[1] for s in ids}
         hgn.delete([f"{ITEMS_DIR}/{n}" for n in stale])

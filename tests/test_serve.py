@@ -214,3 +214,24 @@ def test_serves_an_s3_output(s3_server, s3_bucket: str) -> None:
         np.testing.assert_array_equal(tile[:75, :115], _lut()[level1])
         assert client.get("/t/s1.ome.zarr/zarr.json").status_code == 200
         assert client.post("/api/scenes").status_code == 405
+
+
+def test_serve_cli_refuses_what_cannot_work(out: str, tmp_path: Path) -> None:
+    import socket
+
+    from typer.testing import CliRunner
+
+    from pipeline.cli import app
+
+    def said(res) -> str:
+        return " ".join(res.output.split())  # the console wraps long lines
+
+    res = CliRunner().invoke(app, ["serve", "--output", str(tmp_path / "none"), "--port", "0"])
+    assert res.exit_code == 2 and "does not exist; give the output root" in said(res)
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        res = CliRunner().invoke(app, ["serve", "--output", out, "--port", str(port)])
+    assert res.exit_code == 2 and f"--port {port}: cannot listen there" in said(res)
+    assert "--port 0 takes any free one" in said(res)

@@ -86,7 +86,7 @@ class SceneRegistry:
         return scene
 
     def ids(self) -> set[str]:
-        return set(self.store._store_ids())
+        return set(self.store.scene_ids())
 
 
 def legend(scene: Scene) -> dict[str, Any]:
