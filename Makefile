@@ -49,6 +49,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/faults.py
 	$(BIN)/python bench/elastic.py
 	$(BIN)/python bench/readers.py
+	$(BIN)/python bench/viewer.py
 	$(BIN)/python bench/readme.py
 
 train: $(STAMP)
