@@ -93,3 +93,7 @@ class NonFiniteError(PipelineError, ValueError):
 
 class ChangeError(PipelineError, ValueError):
     """A change map cannot be made or read (no earlier labels, another grid, no layer)."""
+
+
+class NotFoundError(PipelineError, LookupError):
+    """A viewer request names what the output does not have (scene, tile, file): HTTP 404."""

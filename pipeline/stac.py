@@ -198,11 +198,13 @@ def update_catalog(output_url: str, storage_options: Mapping[str, Any] | None = 
     out = OutputStore(output_url, so)
     root = resolve_url(output_url)
     hgn = HgnStore(root, so)
+    cat_href = join_url(root, CATALOG_FILE)
+    if scene_ids is not None and not get_fs(root, so).exists(strip_protocol(cat_href)):
+        scene_ids = None  # the first catalog of an older output: every scene gets its item
     ids = out.scene_ids() if scene_ids is None else sorted(set(scene_ids))
     if scene_ids is None:  # a full rebuild drops items whose store is gone
         stale = set(_item_ids(hgn)) - {_item_rel(s).split("/", 1)[1] for s in ids}
         hgn.delete([f"{ITEMS_DIR}/{n}" for n in stale])
-    cat_href = join_url(root, CATALOG_FILE)
     catalog = pystac.Catalog("hgn-pipeline", f"Segmentations written by hgn-pipeline "
                              f"under {root}", title="hgn-pipeline outputs", href=cat_href)
     for sid in ids:

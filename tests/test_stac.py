@@ -127,3 +127,12 @@ def test_catalog_on_s3(s3_server, s3_bucket: str) -> None:
     pystac.validation.validate_dict(item, extensions=[])
     assert item["assets"]["labels"]["href"] == "../../t/s1.ome.zarr/labels/segmentation"
     assert item["properties"]["proj:code"] == "EPSG:32633"
+
+
+def test_first_update_of_an_older_output_lists_every_scene(tmp_path: Path) -> None:
+    root = str(tmp_path / "out")
+    _write(root, {}, _labels(1), "r1")  # written before catalogs existed
+    _write(root, {}, _labels(2), "r1", scene="b")
+    update_catalog(root, scene_ids=["b"])  # a run that touched b only
+    cat = pystac.Catalog.from_file(str(tmp_path / "out" / CATALOG_FILE))
+    assert sorted(i.id for i in cat.get_items()) == ["b", "t/s1"]

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.errors import NotFoundError
 from pipeline.serve.scenes import Scene, SceneRegistry, source_reader
 from pipeline.serve.tiles import SOURCE_MAX_LEVEL, TILE
 
@@ -94,6 +95,19 @@ def _lonlat(scene: Scene, x: float, y: float) -> list[float] | None:
     return [float(lon), float(lat)] if np.isfinite([lon, lat]).all() else None
 
 
+def _change_classes(scene: Scene) -> tuple[dict[int, str], dict[int, str]]:
+    """Class names (previous, current) of the change layer: the tables may differ."""
+    def make() -> tuple[dict[int, str], dict[int, str]]:
+        from pipeline.io.change_layer import read_change_attrs
+
+        m = (read_change_attrs(scene.view.url, scene.so) or {}).get("matrix") or {}
+        now = [n for n, _ in scene.view.classes]
+        return (dict(enumerate(m.get("classes_from") or now)),
+                dict(enumerate(m.get("classes_to") or now)))
+
+    return scene.cached("change_classes", make)
+
+
 def point(scene: Scene, x: float, y: float) -> dict[str, Any]:
     """Class, confidence and change at level-0 pixel (x, y) (column, row; may be fractional)."""
     from pipeline.change import BASE
@@ -102,7 +116,7 @@ def point(scene: Scene, x: float, y: float) -> dict[str, Any]:
     view = scene.view
     col, row = int(np.floor(x)), int(np.floor(y))
     if not (0 <= row < view.height and 0 <= col < view.width):
-        raise LookupError(f"pixel x={col}, y={row} is outside scene {view.scene_id!r} of "
+        raise NotFoundError(f"pixel x={col}, y={row} is outside scene {view.scene_id!r} of "
                           f"{view.height} x {view.width} px")
     box = (row, row + 1, col, col + 1)
     label = int(view.read(box)[0, 0])
@@ -113,13 +127,14 @@ def point(scene: Scene, x: float, y: float) -> dict[str, Any]:
         out["confidence"] = int(view.read(box, layer="confidence")[0, 0]) / 255
     try:
         code = int(open_change_level(view.url, 0, scene.so)[row, col])
-        names = dict(enumerate(n for n, _ in view.classes))
-        out["change"] = {"code": code, "nodata": code == 0,
-                         "from": names.get(code // BASE, str(code // BASE)) if code else None,
-                         "to": names.get(code % BASE, str(code % BASE)) if code else None,
-                         "changed": bool(code and code // BASE != code % BASE)}
     except FileNotFoundError:
-        pass
+        code = None
+    if code is not None:
+        before, after = _change_classes(scene)
+        out["change"] = {"code": code, "nodata": code == 0,
+                         "from": before.get(code // BASE, str(code // BASE)) if code else None,
+                         "to": after.get(code % BASE, str(code % BASE)) if code else None,
+                         "changed": bool(code and code // BASE != code % BASE)}
     g = view.georef
     if g is not None:
         x0, dx, rx, y0, ry, dy = g.transform

@@ -31,11 +31,11 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from pipeline.errors import ChangeError
+from pipeline.errors import ChangeError, NotFoundError
 from pipeline.query import QueryError
 from pipeline.serve import api
-from pipeline.serve.scenes import SceneRegistry, UnknownScene, legend
-from pipeline.serve.tiles import TileError, render_tile
+from pipeline.serve.scenes import SceneRegistry, legend
+from pipeline.serve.tiles import render_tile
 
 __all__ = ["create_app"]
 
@@ -133,7 +133,7 @@ def _routes(reg: SceneRegistry) -> list[Any]:
         try:  # Leaflet's zooms are <= 0 here (one level-0 pixel per map unit at zoom 0)
             z = int(p["z"])
         except ValueError:
-            raise TileError(f"zoom {p['z']!r} is not an integer") from None
+            raise NotFoundError(f"zoom {p['z']!r} is not an integer") from None
         png = render_tile(scene_of(request), p["layer"], z, p["x"], p["y"])
         return Response(png, media_type="image/png",
                         headers={"Cache-Control": "public, max-age=3600"})
@@ -167,12 +167,12 @@ def _stored_file(reg: SceneRegistry, path: str) -> Response:
             rel = "/".join([f"{sid}.ome.zarr", *parts] if parts else [f"{sid}.ome.zarr",
                                                                         "zarr.json"])
     if rel is None:
-        raise UnknownScene(f"/{path}: no such page, scene store or catalog file")
+        raise NotFoundError(f"/{path}: no such page, scene store or catalog file")
     fs = get_fs(reg.store.url, reg.so)
     try:
         data = fs.cat_file(join_url(strip_protocol(reg.store.url), rel))
     except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
-        raise UnknownScene(f"/{path}: not found in the output") from None
+        raise NotFoundError(f"/{path}: not found in the output") from None
     kind = "application/json" if rel.endswith(".json") else "application/octet-stream"
     return Response(data, media_type=kind, headers={"Cache-Control": "no-cache"})
 
@@ -181,7 +181,7 @@ def create_app(output_url: str, storage_options: Mapping[str, Any] | None = None
     """The viewer over ``output_url`` (local path or ``s3://``), wrapped read-only."""
     reg = SceneRegistry(output_url, storage_options)
     app = Starlette(routes=_routes(reg), exception_handlers={
-        UnknownScene: _not_found, TileError: _not_found, LookupError: _not_found,
+        NotFoundError: _not_found, LookupError: _not_found,
         ChangeError: _not_found, QueryError: _not_found, 404: _not_found,
         Exception: _server_error,
     })

@@ -16,18 +16,14 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.errors import OutputError
+from pipeline.errors import NotFoundError, OutputError
 from pipeline.query import OutputStore, SceneNotFoundError, SceneView
 
-__all__ = ["LEGEND_MAX_PIXELS", "Scene", "SceneRegistry", "UnknownScene"]
+__all__ = ["LEGEND_MAX_PIXELS", "Scene", "SceneRegistry"]
 
 VIEW_TTL_S = 10.0  # re-open a scene's store after this long (picks up rewrites by runs)
 LEGEND_MAX_PIXELS = 16_000_000  # legend areas from the finest level with at most this many px
 SOURCE_SAMPLE = 256  # px side of the windows sampled for the source image's display stretch
-
-
-class UnknownScene(LookupError):
-    """No scene with this id in the output (or an id that could not be one): HTTP 404."""
 
 
 @dataclass
@@ -37,7 +33,8 @@ class Scene:
     view: SceneView
     opened: float
     so: dict[str, Any]
-    _lock: threading.RLock = field(default_factory=threading.RLock)  # makers nest
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _key_locks: dict[str, threading.Lock] = field(default_factory=dict)
     _cache: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -53,10 +50,16 @@ class Scene:
         return self._cache["version"]
 
     def cached(self, key: str, make: Any) -> Any:
+        """``make()`` once per key; one lock per key, so a slow legend never holds up tiles
+        (and makers may use other keys)."""
         with self._lock:
+            if key in self._cache:
+                return self._cache[key]
+            lock = self._key_locks.setdefault(key, threading.Lock())
+        with lock:
             if key not in self._cache:
                 self._cache[key] = make()
-            return self._cache[key]
+        return self._cache[key]
 
 
 class SceneRegistry:
@@ -66,11 +69,12 @@ class SceneRegistry:
         self.store = OutputStore(output_url, storage_options)
         self.so = dict(storage_options or {})
         self._scenes: dict[str, Scene] = {}
+        self._ids: tuple[float, set[str]] | None = None
         self._lock = threading.Lock()
 
     def get(self, scene_id: str | None) -> Scene:
         if not scene_id:
-            raise UnknownScene("no scene id given (?scene=ID)")
+            raise NotFoundError("no scene id given (?scene=ID)")
         now = time.monotonic()
         with self._lock:
             scene = self._scenes.get(scene_id)
@@ -79,19 +83,30 @@ class SceneRegistry:
         try:
             view = self.store.scene(scene_id)
         except (SceneNotFoundError, OutputError) as exc:  # OutputError: a refused id ("..")
-            raise UnknownScene(str(exc)) from None
+            raise NotFoundError(str(exc)) from None
         scene = Scene(view, now, self.so)
         with self._lock:
             self._scenes[scene_id] = scene
         return scene
 
     def ids(self) -> set[str]:
-        return set(self.store.scene_ids())
+        """Scene ids (a listing of the output, cached for :data:`VIEW_TTL_S`)."""
+        now = time.monotonic()
+        with self._lock:
+            if self._ids is not None and now - self._ids[0] < VIEW_TTL_S:
+                return self._ids[1]
+        ids = set(self.store.scene_ids())
+        with self._lock:
+            self._ids = (now, ids)
+        return ids
 
 
 def legend(scene: Scene) -> dict[str, Any]:
     """Classes with colours, pixels and areas (m2, ha) from the store's class statistics."""
-    view = scene.view
+    return scene.cached("legend", lambda: _legend(scene.view))
+
+
+def _legend(view: SceneView) -> dict[str, Any]:
     level = 0
     while level < view.levels - 1 and np.prod(view.level_shape(level)) > LEGEND_MAX_PIXELS:
         level += 1

@@ -20,19 +20,16 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.errors import NotFoundError
 from pipeline.serve.scenes import Scene, source_reader, source_stretch
 
-__all__ = ["LAYERS", "SOURCE_MAX_LEVEL", "TILE", "TileError", "render_tile"]
+__all__ = ["LAYERS", "SOURCE_MAX_LEVEL", "TILE", "render_tile"]
 
 TILE = 256
 SOURCE_MAX_LEVEL = 3  # a source tile at level k reads (256 * 2^k)^2 input px: 2048^2 at 3
 LAYERS = ("segmentation", "confidence", "change", "source")
 # Confidence ramp anchors (dark blue = unsure -> yellow = sure), interpolated to 256 entries.
 _RAMP = np.array([[68, 1, 84], [59, 82, 139], [33, 145, 140], [94, 201, 98], [253, 231, 37]])
-
-
-class TileError(LookupError):
-    """A tile that does not exist (layer, zoom or position): HTTP 404."""
 
 
 def _ramp_lut() -> np.ndarray:
@@ -77,16 +74,16 @@ def _change_lut(scene: Scene) -> np.ndarray:
 
 
 def tile_box(scene: Scene, z: int, tx: int, ty: int) -> tuple[int, int, tuple[int, ...]]:
-    """(level, factor, level-0 box clipped to the scene) of a tile; TileError outside."""
+    """(level, factor, level-0 box clipped to the scene) of a tile; NotFoundError outside."""
     view = scene.view
     level = -int(z)
     if not 0 <= level < view.levels:
-        raise TileError(f"zoom {z}: scene {view.scene_id!r} has zooms {1 - view.levels}..0")
+        raise NotFoundError(f"zoom {z}: scene {view.scene_id!r} has zooms {1 - view.levels}..0")
     f = 2**level
     span = TILE * f
     y0, x0 = ty * span, tx * span
     if tx < 0 or ty < 0 or y0 >= view.height or x0 >= view.width:
-        raise TileError(f"tile {z}/{tx}/{ty} is outside scene {view.scene_id!r}")
+        raise NotFoundError(f"tile {z}/{tx}/{ty} is outside scene {view.scene_id!r}")
     return level, f, (y0, min(y0 + span, view.height), x0, min(x0 + span, view.width))
 
 
@@ -94,10 +91,10 @@ def _source_rgba(scene: Scene, level: int, f: int, box: tuple[int, ...]) -> np.n
     from pipeline.nodata import valid_mask
 
     if level > SOURCE_MAX_LEVEL:
-        raise TileError(f"the source image is shown down to zoom -{SOURCE_MAX_LEVEL}")
+        raise NotFoundError(f"the source image is shown down to zoom -{SOURCE_MAX_LEVEL}")
     opened = source_reader(scene)
     if opened is None:
-        raise TileError(f"scene {scene.view.scene_id!r}: its input image is not readable")
+        raise NotFoundError(f"scene {scene.view.scene_id!r}: its input image is not readable")
     reader, bands = opened
     y0, y1, x0, x1 = box
     win = reader.read(y0, y1, x0, x1, bands=bands)[:, ::f, ::f]
@@ -120,11 +117,11 @@ def _layer_rgba(scene: Scene, layer: str, level: int, f: int, box: tuple[int, ..
         try:
             arr = open_change_level(view.url, level, scene.so)
         except FileNotFoundError:
-            raise TileError(f"scene {view.scene_id!r} has no change layer") from None
+            raise NotFoundError(f"scene {view.scene_id!r} has no change layer") from None
         codes = np.asarray(arr[y0 // f:-(-y1 // f), x0 // f:-(-x1 // f)])
         return _change_lut(scene)[codes]
     if layer not in view.layers:
-        raise TileError(f"layer {layer!r}: scene {view.scene_id!r} has {view.layers}")
+        raise NotFoundError(f"layer {layer!r}: scene {view.scene_id!r} has {view.layers}")
     data = view.read(box, level=level, layer=layer)
     return (_labels_lut(scene) if layer == "segmentation" else _CONFIDENCE_LUT)[data]
 
@@ -134,7 +131,7 @@ def render_tile(scene: Scene, layer: str, z: int, tx: int, ty: int) -> bytes:
     from PIL import Image
 
     if layer not in LAYERS:
-        raise TileError(f"layer {layer!r}: the viewer has {', '.join(LAYERS)}")
+        raise NotFoundError(f"layer {layer!r}: the viewer has {', '.join(LAYERS)}")
     level, f, box = tile_box(scene, z, tx, ty)
     rgba = _layer_rgba(scene, layer, level, f, box)
     tile = np.zeros((TILE, TILE, 4), np.uint8)
