@@ -36,7 +36,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 from urllib.parse import unquote
 
-from pipeline.errors import PipelineError
+from pipeline.errors import LedgerMismatchError
 from pipeline.hgnstore import HgnStore, now_utc, segment
 
 __all__ = [
@@ -61,10 +61,6 @@ LEDGER_FORMAT = 1
 _NO_TOKEN = "_"  # marker folder of chunks recorded without a per-scene token
 MARKER_WRITERS = 8  # concurrent marker writes per process: S3 latency, not bandwidth, bounds them
 MAX_PENDING = 512  # markers queued at most before mark_done blocks (memory stays flat)
-
-
-class LedgerMismatchError(PipelineError, ValueError):
-    """The output was written with another run fingerprint (model or output settings)."""
 
 
 # --- fingerprint ---------------------------------------------------------------------------

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.catalog import Georef
-from pipeline.errors import PipelineError, WindowError
+from pipeline.errors import QueryError, SceneNotFoundError, WindowError
 from pipeline.hgnstore import HGN_DIR, HgnStore
 from pipeline.io.omezarr import CONFIDENCE_LAYER, LABELS_LAYER, STORE_SUFFIX, SceneWriter
 from pipeline.ledger import Ledger, RunFingerprint
@@ -46,14 +46,6 @@ __all__ = [
 
 READ_WORKERS = 4  # concurrent chunk-tile reads for stats/previews (S3 latency hiding)
 _Box = tuple[int, int, int, int]
-
-
-class QueryError(PipelineError, ValueError):
-    """A query asks for something the scene does not have (level, layer, georeference)."""
-
-
-class SceneNotFoundError(PipelineError, LookupError):
-    """No such scene in the output."""
 
 
 @dataclass(frozen=True)

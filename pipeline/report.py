@@ -16,6 +16,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from pipeline.errors import PERMANENT
 from pipeline.storage import get_fs, join_url, strip_protocol
 
 __all__ = [
@@ -43,6 +44,7 @@ class SceneReport:
     url: str
     status: str = "pending"  # pending -> ok | failed
     error: str | None = None
+    error_kind: str | None = None  # "transient" (a rerun may succeed) | "permanent"
     shape: tuple[int, int, int] | None = None
     dtype: str | None = None
     output: str | None = None
@@ -55,10 +57,10 @@ class SceneReport:
     class_pixels: dict[str, int] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
 
-    def fail(self, error: str) -> None:
+    def fail(self, error: str, kind: str | None = None) -> None:
         """Mark failed; the first error is the one kept (later ones are consequences)."""
         if self.status != "failed":
-            self.status, self.error = "failed", error
+            self.status, self.error, self.error_kind = "failed", error, kind or PERMANENT
 
 
 @dataclass

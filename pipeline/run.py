@@ -26,6 +26,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from pipeline.catalog import Catalog, SceneInfo, catalog
 from pipeline.config import RunConfig
+from pipeline.errors import kind_of
 from pipeline.execute import (
     Batch,
     BatchResult,
@@ -387,14 +388,14 @@ def _execute(
     def record_finalized(st: _SceneState, fut: Any) -> None:
         try:
             fin = fut.result()
-            error = fin.error
+            error, kind = fin.error, fin.error_kind
             st.report.timings["finalize"] = fin.seconds
             st.report.io_retries += fin.io_retries
             st.report.storage_retries += fin.storage_retries
         except Exception as e:  # the actor died while finalizing
-            error = f"finalize failed: {type(e).__name__}: {e}"
+            error, kind = f"finalize failed: {type(e).__name__}: {e}", kind_of(e)
         if error:
-            st.report.fail(error)
+            st.report.fail(error, kind)
         else:
             st.report.status = "ok"
         bar.advance(scenes=1)
@@ -499,7 +500,7 @@ def _execute(
         bar.advance(windows=len(res.done), pixels=sum(u.pixels for u in res.done))
         if res.error:
             was_failed = r.status == "failed"
-            r.fail(res.error)
+            r.fail(res.error, res.error_kind)
             if not was_failed:
                 bar.advance(scenes=1)
         maybe_finalize(st)

@@ -20,20 +20,12 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from pipeline.errors import PipelineError
+from pipeline.errors import LockLostError, RunLockedError
 from pipeline.hgnstore import HgnStore, age_s, now_utc
 
 __all__ = ["LockInfo", "LockLostError", "RunLock", "RunLockedError"]
 
 log = logging.getLogger(__name__)
-
-
-class RunLockedError(PipelineError, RuntimeError):
-    """Another run holds the output's lock."""
-
-
-class LockLostError(PipelineError, RuntimeError):
-    """This run's lock was taken over (its heartbeat stalled longer than the lock's TTL)."""
 
 
 def _proc_start(pid: int) -> str | None:

@@ -28,6 +28,8 @@ import fsspec
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 from pipeline.errors import ConfigError, StorageError
+from pipeline.retries import install as install_retry_counting
+from pipeline.retries import s3_client_config
 
 __all__ = [
     "S3Options",
@@ -157,6 +159,9 @@ def storage_options_from(cfg_s3: S3Options | None = None) -> StorageOptions:
             opts["token"] = token
     if client_kwargs:
         opts["client_kwargs"] = client_kwargs
+    # botocore's adaptive retries (counted by pipeline.retries); s3fs passes these to the client.
+    opts["config_kwargs"] = s3_client_config()
+    install_retry_counting()
     return opts
 
 

@@ -19,6 +19,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from pipeline.errors import kind_of
 from pipeline.plan import WorkUnit
 from pipeline.retries import install as count_storage_retries
 from pipeline.retries import retry_io
@@ -146,6 +147,7 @@ class BatchResult:
     done: tuple[UnitResult, ...]
     failed_units: tuple[str, ...] = ()
     error: str | None = None
+    error_kind: str | None = None  # pipeline.errors.TRANSIENT | PERMANENT, with ``error``
     read_s: float = 0.0
     infer_s: float = 0.0
     write_s: float = 0.0
@@ -161,6 +163,7 @@ class FinalizeResult:
     seconds: float
     error: str | None = None
     io_retries: int = 0
+    error_kind: str | None = None
     storage_retries: int = 0
 
 
@@ -348,15 +351,16 @@ class WindowProcessor:
                 counts = np.bincount(core.ravel(), minlength=self.info.num_classes)
                 done.append(UnitResult(u.unit_id, u.row, u.col, core.size, tuple(counts.tolist())))
             timings["write"] = time.perf_counter() - t
-            error = None
+            error = error_kind = None
         except Exception as exc:  # reported per scene by the driver; the worker lives on
-            error = f"{stage} of {current} failed: {_describe(exc)}"
+            error, error_kind = f"{stage} of {current} failed: {_describe(exc)}", kind_of(exc)
         written = {r.unit_id for r in done}
         return BatchResult(
             scene_id=job.scene_id,
             done=tuple(done),
             failed_units=tuple(u.unit_id for u in units if u.unit_id not in written),
             error=error,
+            error_kind=error_kind,
             read_s=timings["read"],
             infer_s=timings["infer"],
             write_s=timings["write"],
@@ -385,5 +389,6 @@ class WindowProcessor:
                 job.scene_id,
                 time.perf_counter() - t,
                 f"finalize failed: {_describe(exc)}",
+                error_kind=kind_of(exc),
                 **_retry_fields(),
             )
