@@ -40,6 +40,7 @@ import numpy as np
 
 from pipeline.errors import ConfigError, StorageError
 from pipeline.io.geotiff import parse_geotiff
+from pipeline.names import scene_id_problem
 from pipeline.storage import get_fs, is_remote, join_url, redact, resolve_url, strip_protocol
 
 __all__ = [
@@ -217,6 +218,10 @@ def catalog(
     for result in results:
         if isinstance(result, SceneFailure):
             failures.append(result)
+        elif (why := scene_id_problem(result.scene_id)) is not None:  # one rule: pipeline.names
+            failures.append(SceneFailure(
+                result.scene_id, result.url,
+                f"its id cannot name an output path: {why}; rename it in the archive"))
         elif result.scene_id in seen:
             failures.append(
                 SceneFailure(

@@ -81,10 +81,6 @@ class ConfigError(PipelineError, ValueError):
     """A configuration value (or URL, option) is invalid; the message names it and the fix."""
 
 
-class NameRefusedError(ConfigError):
-    """A name that would become a path (run id, scene id, export path) breaks the name rule."""
-
-
 class RayConnectError(ConfigError):
     """No Ray cluster answered at the given address within the connect timeout."""
 
@@ -95,6 +91,13 @@ class StorageError(_Verbatim, PipelineError, OSError):
 
 class OutputError(_Verbatim, PipelineError, OSError):
     """Writing or opening an output store failed, or its target is refused."""
+
+
+class NameRefusedError(ConfigError, OutputError):
+    """A name that would become a path (run id, scene id, export path) breaks the name rule.
+
+    Both a :class:`ConfigError` (bad input) and an :class:`OutputError` (a refused target).
+    """
 
 
 class OutputNotFoundError(OutputError, FileNotFoundError):

@@ -31,6 +31,7 @@ from pipeline.catalog import Catalog, SceneInfo, catalog
 from pipeline.config import RunConfig
 from pipeline.errors import ConfigError
 from pipeline.ledger import Ledger, RunFingerprint, SceneRecord
+from pipeline.names import check_run_id
 from pipeline.run import RunResult, new_run_id, run_pipeline
 from pipeline.runlock import RunLock
 from pipeline.storage import check_output_location, resolve_url, storage_options_from
@@ -170,7 +171,7 @@ class ResumableRun(AbstractContextManager["ResumableRun"]):
         check_output_location(self.input_url, self.output_url)  # before the lock is written
         self.cfg = cfg
         self.executor = executor
-        self.run_id = run_id or new_run_id()
+        self.run_id = check_run_id(run_id) if run_id is not None else new_run_id()
         self.so = storage_options_from(cfg.s3)
         self.lock = RunLock(self.output_url, self.run_id, storage_options=self.so,
                             ttl_s=lock_ttl_s, heartbeat_s=heartbeat_s)

@@ -36,6 +36,7 @@ from pipeline.execute import (
     RayExecutor,
     SceneJob,
 )
+from pipeline.names import check_run_id
 from pipeline.plan import SceneGrid, plan_archive, plan_scene, plan_token
 from pipeline.report import RunManifest, SceneReport, render_summary, write_manifest
 from pipeline.retries import install as count_storage_retries
@@ -246,7 +247,7 @@ def run_pipeline(
     console = console or Console(stderr=True)
     count_storage_retries()  # S3-client retries in the driver go into the manifest
     ledger = ledger if ledger is not None else MemoryLedger()
-    run_id = run_id or new_run_id()
+    run_id = check_run_id(run_id) if run_id is not None else new_run_id()
     so = storage_options_from(cfg.s3)
     input_url, output_url = resolve_url(input_url), resolve_url(output_url)
     check_output_location(input_url, output_url)

@@ -56,6 +56,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from pipeline.errors import ConfigError, OutputError, WindowError
+from pipeline.names import check_scene_id
 from pipeline.storage import (
     StorageOptions,
     get_fs,
@@ -97,21 +98,8 @@ def _now() -> str:
 
 
 def scene_store_url(output_url: str, scene_id: str) -> str:
-    """``<output>/<scene_id>.ome.zarr``; refuses ids that could escape the output root."""
-    if not isinstance(scene_id, str) or not scene_id.strip():
-        raise OutputError(f"scene id {scene_id!r} is empty; ids are archive-relative paths")
-    parts = scene_id.split("/")
-    if (
-        scene_id.startswith("/")
-        or "\\" in scene_id
-        or any(p in ("", ".", "..") for p in parts)
-        or any(ord(ch) < 32 for ch in scene_id)
-    ):
-        raise OutputError(
-            f"scene id {scene_id!r} is refused: it must be a relative path without '..', '.', "
-            "empty segments, backslashes or control characters (it would write outside the "
-            "output root)"
-        )
+    """``<output>/<scene_id>.ome.zarr``; refuses ids that break :mod:`pipeline.names`' rule."""
+    check_scene_id(scene_id, STORE_SUFFIX)
     return join_url(resolve_url(output_url), scene_id + STORE_SUFFIX)
 
 
