@@ -8,15 +8,19 @@ from __future__ import annotations
 
 import contextlib
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
-import yaml
 from rich.console import Console
 
+from pipeline.cliparse import OneLineErrors
 from pipeline.errors import PipelineError
+from pipeline.parsing import check_num_cpus, one_line, parse_overrides
+
+__all__ = ["app", "parse_overrides"]
 
 app = typer.Typer(
+    cls=OneLineErrors,  # click's usage errors: one `error:` line naming the option
     name="hgn-pipeline",
     help="Archive-scale segmentation of ultra-high-resolution imagery with HGN "
     "(Ray + Dask + OME-Zarr).",
@@ -31,20 +35,10 @@ def _main() -> None:
     """Archive-scale segmentation of ultra-high-resolution imagery with HGN."""
 
 
-def _fail(console: Console, exc: Exception, code: int = 2) -> typer.Exit:
-    console.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
+def _fail(console: Console, exc: BaseException, code: int = 2) -> typer.Exit:
+    console.print(f"[red]error:[/] {one_line(exc)}", highlight=False, soft_wrap=True,
+                  markup=True)
     return typer.Exit(code)
-
-
-def parse_overrides(items: list[str] | None) -> dict[str, Any]:
-    """``["chunk=1024", "bands=[2,1,0]"]`` -> ``{"chunk": 1024, "bands": [2, 1, 0]}`` (YAML)."""
-    out: dict[str, Any] = {}
-    for item in items or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise typer.BadParameter(f"{item!r} is not FIELD=VALUE (e.g. --set chunk=1024)")
-        out[key.strip()] = yaml.safe_load(value) if value.strip() else None
-    return out
 
 
 # ------------------------------------------------------------------------------------ run
@@ -109,6 +103,7 @@ def run_cmd(
     from pipeline.resume import ResumableRun
 
     try:
+        check_num_cpus(num_cpus)
         cfg = load_config(config, parse_overrides(set_))
         if dry_run:
             with ray_session(address) if address is not None else contextlib.nullcontext():

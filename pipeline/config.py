@@ -20,10 +20,10 @@ import difflib
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from pipeline.errors import ConfigError
+from pipeline.parsing import load_yaml_mapping
 from pipeline.storage import S3Options
 
 __all__ = ["RunConfig", "describe_fields", "load_config"]
@@ -49,7 +49,9 @@ def _shipped_checkpoint() -> str:
 class RunConfig(BaseModel):
     """Settings of one pipeline run. Frozen: derive variants with :meth:`with_overrides`."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+    # allow_inf_nan=False: "inf" or ".nan" is never a meaningful limit, delay or scale.
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True,
+                              allow_inf_nan=False)
 
     # --- input -------------------------------------------------------------------------
     layout: Literal["CHW", "HWC"] = Field(
@@ -250,21 +252,7 @@ def load_config(
     source = "defaults"
     if path is not None:
         source = str(path)
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"config file {source!r} does not exist; pass an existing YAML file")
-        try:
-            loaded = yaml.safe_load(p.read_text())
-        except yaml.YAMLError as e:
-            raise ConfigError(f"config file {source!r} is not valid YAML: {e}") from e
-        if loaded is None:
-            loaded = {}
-        if not isinstance(loaded, dict):
-            raise ConfigError(
-                f"config file {source!r} holds a {type(loaded).__name__}; it must be a mapping "
-                "of field: value (see `hgn-pipeline run --help`)"
-            )
-        data.update(loaded)
+        data.update(load_yaml_mapping(path))  # duplicate keys refused
     if overrides:
         source = f"{source} + overrides" if path is not None else "overrides"
         data.update(overrides)
@@ -298,7 +286,7 @@ def _explain(err: ValidationError, source: str) -> str:
             names = list(model.model_fields)
             close = difflib.get_close_matches(path[-1], names, n=1, cutoff=0.5)
             fix = f"did you mean {close[0]!r}?" if close else "remove it"
-            lines.append(f"  {loc} = {value!r}: unknown field; {fix} (valid: {', '.join(names)})")
+            lines.append(f"{loc} = {value!r}: unknown field; {fix} (valid: {', '.join(names)})")
             continue
         key = (loc, repr(value))
         if key in seen:  # another branch of the same union: merge the reasons
@@ -307,5 +295,6 @@ def _explain(err: ValidationError, source: str) -> str:
         field = RunConfig.model_fields.get(path[0])
         hint = f" Expected: {field.description}" if field is not None and field.description else ""
         seen[key] = len(lines)
-        lines.append(f"  {loc} = {value!r}: {item['msg']}.{hint}")
-    return "\n".join(lines)
+        lines.append(f"{loc} = {value!r}: {item['msg']}.{hint}")
+    # One line (the CLI prints one `error:` line): the source, then each field's problem.
+    return f"{lines[0]} " + " | ".join(lines[1:])

@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from pipeline.errors import PipelineError
+from pipeline.parsing import check_num_cpus, one_line
 
 __all__ = ["nightly_cmd", "query_app"]
 
@@ -45,19 +46,15 @@ ClipOpt = Annotated[bool, typer.Option("--clip", help="Clip a box that sticks ou
 
 
 def _storage_options(config: Path | None) -> dict[str, Any]:
-    import yaml
     from pydantic import ValidationError
 
     from pipeline.errors import ConfigError
+    from pipeline.parsing import load_yaml_mapping
     from pipeline.storage import S3Options, storage_options_from
 
     s3 = None
     if config is not None:
-        if not config.is_file():
-            raise ConfigError(f"config file {str(config)!r} does not exist")
-        data = yaml.safe_load(config.read_text()) or {}
-        if not isinstance(data, dict):
-            raise ConfigError(f"config file {str(config)!r} must be a mapping of field: value")
+        data = load_yaml_mapping(config)  # duplicate keys refused, as for `run`
         if data.get("s3") is not None:
             try:
                 s3 = S3Options.model_validate(data["s3"])
@@ -95,7 +92,7 @@ def _run(fn: Any) -> None:
     try:
         fn()
     except (PipelineError, ValueError, OSError) as exc:
-        console.print(f"[red]error:[/] {exc}", highlight=False)
+        console.print(f"[red]error:[/] {one_line(exc)}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
 
 
@@ -261,18 +258,19 @@ def nightly_cmd(
     config).
     """
     console = Console(stderr=True)
-    from pipeline.cli import parse_overrides
     from pipeline.config import load_config
     from pipeline.execute import ray_session
     from pipeline.nightly import nightly
+    from pipeline.parsing import parse_overrides
 
     try:
+        check_num_cpus(num_cpus)
         cfg = load_config(config, parse_overrides(set_))
         session = None if local else (lambda: ray_session(address, num_cpus=num_cpus))
         report = nightly(input, output, cfg, run_id=run_id, session=session, progress=progress,
                          console=console, summary=True)
     except (PipelineError, ValueError, OSError) as exc:
-        console.print(f"[red]error:[/] {exc}", highlight=False)
+        console.print(f"[red]error:[/] {one_line(exc)}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
     console.print(report.line(), highlight=False)
     raise typer.Exit(report.exit_code)
