@@ -215,8 +215,8 @@ class Ledger:
                 f"output {ledger.output_url} was written with run fingerprint "
                 f"{current.get('token')!r}, this run's is {fingerprint.token!r} "
                 f"({fingerprint.diff(current.get('settings', {}))}). Resuming would mix outputs "
-                "of different models/settings: rerun with --overwrite to replace them, or "
-                "write to another --output."
+                "of different models/settings: rerun with `--set overwrite=true` to replace "
+                "them, or write to another --output."
             )
         log.warning(
             "overwrite: %s switches from fingerprint %s to %s; old ledger removed",

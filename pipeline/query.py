@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.catalog import Georef
-from pipeline.errors import QueryError, SceneNotFoundError, WindowError
+from pipeline.errors import OutputNotFoundError, QueryError, SceneNotFoundError, WindowError
 from pipeline.hgnstore import HGN_DIR, HgnStore
 from pipeline.io.omezarr import CONFIDENCE_LAYER, LABELS_LAYER, STORE_SUFFIX, SceneWriter
 from pipeline.ledger import Ledger, RunFingerprint
@@ -150,10 +150,28 @@ class OutputStore:
                 else:
                     stack.append(name)
 
+    def _check_root(self) -> None:
+        """OutputNotFoundError unless the root exists and holds a run's output."""
+        fs = get_fs(self.url, self.storage_options)
+        root = strip_protocol(self.url).rstrip("/")
+        if is_remote(self.url):
+            fs.invalidate_cache(root)
+        if not fs.exists(root):
+            raise OutputNotFoundError(
+                f"output {self.url} does not exist: check --output (the folder or "
+                "s3://bucket/prefix given to `hgn-pipeline run --output`)"
+            )
+
     def list_scenes(self) -> list[SceneSummary]:
         """Every scene with an output store or a ledger record, sorted by id."""
+        self._check_root()
         records = self._ledger_records()
         ids = set(self._store_ids())
+        if not ids and not records and not HgnStore(self.url, self.storage_options).list(""):
+            raise OutputNotFoundError(
+                f"output {self.url} holds no hgn-pipeline output (no *.ome.zarr store and no "
+                f"{HGN_DIR}/ folder): check --output"
+            )
 
         def one(sid: str) -> SceneSummary:
             rec = records.get(sid)
@@ -182,13 +200,10 @@ class OutputStore:
 
     def scene(self, scene_id: str) -> SceneView:
         """Open one scene's store; :class:`SceneNotFoundError` lists close ids."""
-        from pipeline.errors import OutputError
-
         try:
             writer = SceneWriter.open(self.url, scene_id, storage_options=self.storage_options)
-        except OutputError as exc:
-            if "no output store" not in str(exc):
-                raise
+        except OutputNotFoundError:
+            self._check_root()
             known = sorted(self._store_ids())
             import difflib
 

@@ -73,3 +73,17 @@ def test_s3_prefixes_are_normalised_before_comparing() -> None:
             resolve_url(dotted)
     check_output_location("s3://b/arch", "s3://b/arch2/labels")
     check_output_location("s3://b/arch", "s3://other/arch/labels")
+
+
+def test_deleted_ledger_advice_names_the_cli_flag(arch: Path, tmp_path: Path) -> None:
+    import shutil
+
+    out = tmp_path / "out"
+    cfg = load_config(overrides={"checkpoint": "x", "chunk": 64, "halo": 8})
+    with LocalExecutor(TinyLoader()) as ex:
+        assert run_resumable(str(arch), str(out), cfg, executor=ex).run.ok
+        shutil.rmtree(out / "_hgn" / "ledger")
+        again = run_resumable(str(arch), str(out), cfg, executor=ex)
+    (rep,) = again.run.manifest.failed
+    assert "--set overwrite=true" in rep.error and "SceneWriter" not in rep.error, rep.error
+    assert "ledger" in rep.error

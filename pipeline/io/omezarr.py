@@ -55,7 +55,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from pipeline.errors import ConfigError, OutputError, WindowError
+from pipeline.errors import ConfigError, OutputError, OutputNotFoundError, WindowError
 from pipeline.names import check_scene_id
 from pipeline.storage import (
     StorageOptions,
@@ -371,8 +371,10 @@ class SceneWriter:
                       georef: Georef | None, overwrite: bool) -> None:
         if not overwrite and self._exists():
             raise OutputError(
-                f"scene {self.scene_id!r}: {self.url} already exists; pass overwrite=True to "
-                "replace it or SceneWriter.open() to resume it"
+                f"scene {self.scene_id!r}: {self.url} already exists but the output's ledger "
+                "(_hgn/ledger) has no record of it (deleted, or written by another tool): rerun "
+                "with `--set overwrite=true` (config `overwrite: true`) to recompute and replace "
+                "it, or write to another --output"
             )
         shapes = _level_shapes(self.height, self.width, self.levels)
         geo0 = georef_attrs(georef, shapes[0]) if georef is not None else {}
@@ -426,7 +428,7 @@ class SceneWriter:
         try:
             attrs = dict(_open_group(url, storage_options or {}, mode="r").attrs)
         except FileNotFoundError:
-            raise OutputError(
+            raise OutputNotFoundError(
                 f"scene {scene_id!r}: no output store at {url}; create it with SceneWriter.create"
             ) from None
         except Exception as exc:
