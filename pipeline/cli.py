@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import contextlib
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 
 from pipeline.cliparse import OneLineErrors
-from pipeline.errors import PipelineError
+from pipeline.errors import PipelineError, RunInterrupted
+from pipeline.lifecycle import handle_signals, interrupted
 from pipeline.parsing import check_num_cpus, one_line, parse_overrides
 
 __all__ = ["app", "parse_overrides"]
@@ -106,18 +107,25 @@ def run_cmd(
         check_num_cpus(num_cpus)
         cfg = load_config(config, parse_overrides(set_))
         if dry_run:
-            with ray_session(address) if address is not None else contextlib.nullcontext():
+            if address is None:
+                ctx: Any = contextlib.nullcontext()
+            else:
+                ctx = ray_session(address, connect_timeout_s=cfg.connect_timeout_s)
+            with ctx:
                 plan_only(input, cfg).render(console)
             return
         # Ray starts only when there is work to do (a no-op rerun costs no cluster).
-        session = None if local else (lambda: ray_session(address, num_cpus=num_cpus))
-        with ResumableRun(input, output, cfg, run_id=run_id) as rr:
+        session = None if local else (lambda: ray_session(
+            address, num_cpus=num_cpus, connect_timeout_s=cfg.connect_timeout_s))
+        with handle_signals(), ResumableRun(input, output, cfg, run_id=run_id) as rr:
             rr.plan()
             run = rr.execute(progress=progress, console=console, summary=True, session=session)
             result = rr.result(run)
         console.print(result.describe(), highlight=False, soft_wrap=True)
     except (PipelineError, ValueError, OSError) as e:
         raise _fail(console, e) from None
+    except RunInterrupted as e:
+        raise _fail(console, interrupted(e), 128 + e.signum) from None
     raise typer.Exit(result.exit_code)
 
 

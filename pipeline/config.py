@@ -178,6 +178,13 @@ class RunConfig(BaseModel):
         ge=0,
         description="First retry delay in seconds; doubles on each retry of the same read/write.",
     )
+    connect_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        le=3600,
+        description="Seconds to wait for the Ray cluster given by --address to answer; then "
+        "the run fails naming the address (and releases the output lock).",
+    )
     actor_start_timeout_s: float = Field(
         300.0,
         gt=0,

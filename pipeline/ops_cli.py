@@ -15,7 +15,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from pipeline.errors import PipelineError
+from pipeline.errors import PipelineError, RunInterrupted
+from pipeline.lifecycle import handle_signals, interrupted
 from pipeline.parsing import check_num_cpus, one_line
 
 __all__ = ["nightly_cmd", "query_app"]
@@ -266,11 +267,16 @@ def nightly_cmd(
     try:
         check_num_cpus(num_cpus)
         cfg = load_config(config, parse_overrides(set_))
-        session = None if local else (lambda: ray_session(address, num_cpus=num_cpus))
-        report = nightly(input, output, cfg, run_id=run_id, session=session, progress=progress,
-                         console=console, summary=True)
+        session = None if local else (lambda: ray_session(
+            address, num_cpus=num_cpus, connect_timeout_s=cfg.connect_timeout_s))
+        with handle_signals():
+            report = nightly(input, output, cfg, run_id=run_id, session=session,
+                             progress=progress, console=console, summary=True)
     except (PipelineError, ValueError, OSError) as exc:
         console.print(f"[red]error:[/] {one_line(exc)}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
+    except RunInterrupted as exc:
+        console.print(f"[red]error:[/] {interrupted(exc)}", highlight=False, soft_wrap=True)
+        raise typer.Exit(128 + exc.signum) from None
     console.print(report.line(), highlight=False)
     raise typer.Exit(report.exit_code)
