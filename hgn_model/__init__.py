@@ -18,6 +18,8 @@ from hgn_model._version import __version__
 _EXPORTS = {
     "CheckpointConfig": "hgn_model.checkpoint",
     "ClassInfo": "hgn_model.checkpoint",
+    "InputSpec": "hgn_model.input_spec",
+    "Normalization": "hgn_model.input_spec",
     "load_checkpoint": "hgn_model.checkpoint",
     "save_checkpoint": "hgn_model.checkpoint",
     "shipped_checkpoint": "hgn_model.checkpoint",

@@ -1,9 +1,13 @@
 """Checkpoints: safetensors weights + a JSON config. Nothing is ever unpickled.
 
 A checkpoint is a pair ``<stem>.safetensors`` + ``<stem>.json``. The JSON records the
-architecture and its settings, the classes (names and RGBA colours), the input bands and their
-normalisation, the training data fingerprint, evaluation metrics and the sha256 of the weights
-file, which ``load_checkpoint`` verifies before anything is built.
+architecture and its settings, the classes (names, RGBA colours, mask ids, ignore flags), the
+input bands and their per-dtype normalisation in raw units (``hgn_model.input_spec``, contract
+C1), the training data fingerprint, evaluation metrics and the sha256 of the weights file, which
+``load_checkpoint`` verifies before anything is built.
+
+Format ``hgn-checkpoint/2`` is written; ``hgn-checkpoint/1`` files (one mean/std in [0, 1]
+units) still load and are converted in memory (see ``InputSpec``).
 """
 
 from __future__ import annotations
@@ -21,41 +25,39 @@ from torch import nn
 
 from hgn_model._version import __version__
 from hgn_model.errors import CheckpointError
+from hgn_model.input_spec import InputSpec, Normalization
 from hgn_model.registry import create_model, list_models
 
 __all__ = [
     "CheckpointConfig",
     "ClassInfo",
     "InputSpec",
+    "Normalization",
     "load_checkpoint",
     "resolve_checkpoint",
     "save_checkpoint",
     "shipped_checkpoint",
 ]
 
-FORMAT = "hgn-checkpoint/1"
+FORMAT = "hgn-checkpoint/2"
+READABLE_FORMATS = ("hgn-checkpoint/1", FORMAT)  # /1 is converted on load
 SHIPPED_DIR = Path(__file__).resolve().parent / "checkpoints"
 # Files that would need unpickling; refused by name and by content (pickle/zip magic bytes).
 _PICKLE_SUFFIXES = {".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".bin", ".tar"}
 
 
 class ClassInfo(BaseModel):
-    """One output class: label id = its index in ``CheckpointConfig.classes``."""
+    """One output class: the label written for it = its index in ``CheckpointConfig.classes``.
+
+    ``id`` is the value the class had in the training masks (None: same as the index);
+    ``ignore`` classes were left out of the loss and the metrics.
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
     name: str
     color: tuple[int, int, int, int] = Field(description="RGBA, 0-255")
-
-
-class InputSpec(BaseModel):
-    """What the model expects: band count and the normalisation applied before the network."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-    bands: int = Field(3, ge=1)
-    band_names: list[str] = Field(default_factory=list)
-    mean: list[float] = Field(description="per band, after scaling to [0, 1]")
-    std: list[float] = Field(description="per band, after scaling to [0, 1]")
-    uint16_max: float = Field(65535.0, gt=0, description="value mapped to 1.0 for uint16 input")
+    id: int | None = Field(None, description="value of this class in the training masks")
+    ignore: bool = Field(False, description="left out of the loss and the metrics")
 
 
 class CheckpointConfig(BaseModel):
@@ -160,11 +162,13 @@ def read_config(path: str | Path) -> CheckpointConfig:
         raise CheckpointError(
             f"checkpoint config {str(cfg_path)!r} is not valid JSON: {exc}"
         ) from exc
-    if not isinstance(raw, dict) or raw.get("format") != FORMAT:
+    if not isinstance(raw, dict) or raw.get("format") not in READABLE_FORMATS:
         got = raw.get("format") if isinstance(raw, dict) else type(raw).__name__
         raise CheckpointError(
-            f"checkpoint config {str(cfg_path)!r}: unknown format {got!r}; expected {FORMAT!r}"
+            f"checkpoint config {str(cfg_path)!r}: unknown format {got!r}; expected one of "
+            f"{list(READABLE_FORMATS)}"
         )
+    raw = {**raw, "format": FORMAT}  # a /1 input spec is converted by InputSpec's validator
     try:
         return CheckpointConfig.model_validate(raw)
     except ValidationError as exc:

@@ -10,7 +10,17 @@ class HGNError(Exception):
 
 
 class InputError(HGNError, ValueError):
-    """An image handed to the model is unusable (bands, dtype, size, non-finite values)."""
+    """An image handed to the model is unusable (bands, dtype, size, non-finite values).
+
+    For a NaN/Inf pixel, ``band``, ``y`` and ``x`` give its position in the image handed to
+    ``Segmenter.predict`` (``index`` the image in a batch), so a caller that cut the image out
+    of a scene can add the window origin and report scene coordinates.
+    """
+
+    def __init__(self, message: str, *, band: int | None = None, y: int | None = None,
+                 x: int | None = None, index: int | None = None) -> None:
+        super().__init__(message)
+        self.band, self.y, self.x, self.index = band, y, x, index
 
 
 class CheckpointError(HGNError, ValueError):

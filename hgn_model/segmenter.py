@@ -11,13 +11,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hgn_model.checkpoint import CheckpointConfig, load_checkpoint
+from hgn_model.checkpoint import CheckpointConfig, Normalization, load_checkpoint
 from hgn_model.errors import ConfigError, InputError
 from hgn_model.layers import ConvBNAct
 
 __all__ = ["Prediction", "Segmenter", "fuse_conv_bn"]
 
-_ACCEPTED = (np.uint8, np.uint16, np.float32, np.float64)
 
 
 @dataclass(frozen=True)
@@ -53,10 +52,12 @@ def fuse_conv_bn(model: nn.Module) -> nn.Module:
 class Segmenter:
     """A loaded model plus the preprocessing its checkpoint prescribes.
 
-    Takes images (C, H, W) or (N, C, H, W) of any H, W >= 1, dtype uint8, uint16 or float
-    (float assumed scaled to [0, 1]); pads by reflection to the multiple the network needs and
-    crops back. On CPU each image of a batch runs on its own so results never depend on the
-    batch size (oneDNN picks kernels by shape); on CUDA the batch runs at once under autocast.
+    Takes images (C, H, W) or (N, C, H, W) of any H, W >= 1 and any real dtype (integers or
+    floats); each is normalised with the checkpoint's entry for its dtype
+    (``InputSpec.normalization_for``), in raw units, so no dtype maximum is assumed. Pads by
+    reflection to the multiple the network needs and crops back. On CPU each image of a batch
+    runs on its own so results never depend on the batch size (oneDNN picks kernels by shape);
+    on CUDA the batch runs at once under autocast.
     """
 
     def __init__(
@@ -84,9 +85,6 @@ class Segmenter:
         if self.device.type == "cpu":  # oneDNN is markedly faster on NHWC (stem conv ~5x)
             self.model = self.model.to(memory_format=torch.channels_last)
         self.size_divisor = int(getattr(model, "size_divisor", 32))
-        spec = config.input
-        self._mean = torch.tensor(spec.mean, dtype=torch.float32).view(1, -1, 1, 1).to(self.device)
-        self._std = torch.tensor(spec.std, dtype=torch.float32).view(1, -1, 1, 1).to(self.device)
 
     @classmethod
     def from_checkpoint(
@@ -111,35 +109,53 @@ class Segmenter:
         return_confidence: bool = False,
         return_probs: bool = False,
         value_max: float | None = None,
+        valid_mask: np.ndarray | Sequence[np.ndarray | None] | None = None,
     ) -> Prediction:
         """Segment one image (C, H, W) or a batch (N, C, H, W) / list of (C, H, W).
 
         Args:
-            value_max: the input value mapped to 1.0 for integer input; default 255 for uint8 and
-                the checkpoint's ``uint16_max`` for uint16. Float input is used as is.
+            value_max: the scene value that corresponds to the top of the checkpoint's range
+                (``Normalization.top``); pixels are scaled by ``top / value_max`` before
+                ``(x - mean) / std``. None: the values are taken in the training units.
+            valid_mask: bool (H, W) for one image, (N, H, W) or a list of (H, W) / None for a
+                batch; False marks nodata. Nodata pixels enter the network as the band mean
+                (so fill values such as -99999 never reach it) and come out as label 0,
+                confidence 0 and all-zero probabilities; an all-nodata image is not run.
         """
         single = isinstance(images, np.ndarray) and images.ndim == 3
         batch = [images] if single else list(images)
         if not batch:
             raise InputError("images is an empty batch; pass (C, H, W) or (N, C, H, W) arrays")
-        labels, conf, probs = [], [], []
-        batched = self.device.type == "cuda" and _same_shape(batch)
-        groups = [batch] if batched else [[b] for b in batch]
+        for i, img in enumerate(batch):
+            self._check(img, i)
+        masks = _masks(valid_mask, batch, single)
+        results: list[tuple | None] = [None] * len(batch)
+        todo = []
+        for i, (img, mask) in enumerate(zip(batch, masks, strict=True)):
+            if mask is not None and not mask.any():  # nothing to segment: skip the forward
+                results[i] = _empty(img.shape[-2:], self.num_classes, return_confidence,
+                                    return_probs)
+            else:
+                todo.append(i)
+        batched = self.device.type == "cuda" and _same_shape([batch[i] for i in todo])
+        groups = [todo] if batched and todo else [[i] for i in todo]
         for group in groups:
-            x = torch.cat([self._prepare(img, value_max, i) for i, img in enumerate(group)])
-            lab, cf, pr = self._infer(x, group[0].shape[-2:], return_confidence, return_probs)
-            labels.extend(lab)
-            conf.extend(cf if cf is not None else [])
-            probs.extend(pr if pr is not None else [])
+            x = torch.cat([self._prepare(batch[i], masks[i], value_max, i) for i in group])
+            lab, cf, pr = self._infer(x, batch[group[0]].shape[-2:], return_confidence,
+                                      return_probs)
+            for j, i in enumerate(group):
+                results[i] = _apply_mask(masks[i], lab[j], cf[j] if cf else None,
+                                         pr[j] if pr else None)
 
-        def pack(items: list[np.ndarray]) -> np.ndarray | None:
-            if not items:
+        def pack(k: int) -> np.ndarray | None:
+            items = [r[k] for r in results]
+            if items[0] is None:
                 return None
             return items[0] if single else (np.stack(items) if _same_shape(items) else items)
 
-        return Prediction(pack(labels), pack(conf), pack(probs))
+        return Prediction(pack(0), pack(1), pack(2))
 
-    def _prepare(self, img: np.ndarray, value_max: float | None, index: int) -> torch.Tensor:
+    def _check(self, img: np.ndarray, index: int) -> None:
         if not isinstance(img, np.ndarray):
             raise InputError(f"image {index}: expected a numpy array, got {type(img).__name__}")
         if img.ndim != 3:
@@ -155,38 +171,32 @@ class Segmenter:
             )
         if h == 0 or w == 0:
             raise InputError(f"image {index}: zero-size image {img.shape}")
-        if img.dtype.type not in _ACCEPTED:
+        if img.dtype.kind not in "uif":
             raise InputError(
-                f"image {index}: dtype {img.dtype} is not supported; expected uint8, uint16 or "
-                "float32 (floats scaled to [0, 1])"
+                f"image {index}: dtype {img.dtype} is not supported; expected a real integer "
+                "or float dtype (uint8, int16, uint16, float32, ...)"
             )
+
+    def _prepare(self, img: np.ndarray, mask: np.ndarray | None, value_max: float | None,
+                 index: int) -> torch.Tensor:
         if img.dtype.kind == "f":
-            finite = np.isfinite(img)
-            if not finite.all():
-                bad = np.argwhere(~finite)[0]
-                raise InputError(
-                    f"image {index}: {int((~finite).sum())} NaN/Inf pixel values (first at band "
-                    f"{bad[0]}, y={bad[1]}, x={bad[2]}); mask or fill them before inference"
-                )
-            scale = 1.0
-        elif img.dtype == np.uint8:
-            scale = value_max or 255.0
-        else:
-            scale = value_max or self.config.input.uint16_max
+            _check_finite(img, mask, index)
+        mul, sub = _coefficients(self.config.input.normalization_for(img.dtype), value_max)
+        h, w = img.shape[-2:]
         div = self.size_divisor
         ph, pw = (-h) % div, (-w) % div
-        # numpy's reflect handles pads larger than the image (tiny windows, 1 x N strips).
-        arr = np.pad(img, ((0, 0), (0, ph), (0, pw)), mode="reflect") if (ph or pw) else img
-        if arr.shape[1] < div or arr.shape[2] < div:
-            arr = np.pad(arr, ((0, 0), (0, max(0, div - arr.shape[1])),
-                               (0, max(0, div - arr.shape[2]))), mode="symmetric")
+        ph2, pw2 = max(0, div - h - ph), max(0, div - w - pw)
+        arr = _pad(img, ph, pw, ph2, pw2)
         # One float32 copy, laid out HWC: as a tensor it is already channels-last (NHWC),
         # which oneDNN wants, and the normalisation then runs in place.
         # np.array copies even when the view is already contiguous float32 (one band): the
         # in-place ops below must never touch the caller's array.
         hwc = np.array(arr.transpose(1, 2, 0), dtype=np.float32, order="C")
-        x = torch.from_numpy(hwc).permute(2, 0, 1)[None].to(self.device)
-        return x.mul_(1.0 / (float(scale) * self._std)).sub_(self._mean / self._std)
+        hwc *= mul
+        hwc -= sub
+        if mask is not None:  # nodata enters as the band mean: 0 after normalisation
+            hwc[~_pad(mask[None], ph, pw, ph2, pw2)[0]] = 0.0
+        return torch.from_numpy(hwc).permute(2, 0, 1)[None].to(self.device)
 
     @torch.inference_mode()
     def _infer(
@@ -213,3 +223,92 @@ class Segmenter:
 
 def _same_shape(items: Sequence[np.ndarray]) -> bool:
     return len({a.shape for a in items}) == 1
+
+
+def _coefficients(norm: Normalization, value_max: float | None) -> tuple[np.ndarray, np.ndarray]:
+    """float32 (mul, sub) with x * mul - sub == (x * top / value_max - mean) / std.
+
+    Computed as (x / unit - mean / top) / (std / top), unit = value_max or top, in float32 in
+    this order: for a converted format-1 checkpoint these are bit for bit the coefficients the
+    format-1 code used, so its labels do not change.
+    """
+    top = norm.top
+    unit = np.float32(value_max if value_max else top)
+    std01 = (np.asarray(norm.std, np.float64) / top).astype(np.float32)
+    mean01 = (np.asarray(norm.mean, np.float64) / top).astype(np.float32)
+    return np.float32(1.0) / (unit * std01), mean01 / std01
+
+
+def _pad(arr: np.ndarray, ph: int, pw: int, ph2: int, pw2: int) -> np.ndarray:
+    """Reflect-pad (C, H, W) by (ph, pw) at the bottom/right, then symmetric-pad tiny images."""
+    # numpy's reflect handles pads larger than the image (tiny windows, 1 x N strips).
+    if ph or pw:
+        arr = np.pad(arr, ((0, 0), (0, ph), (0, pw)), mode="reflect")
+    if ph2 or pw2:
+        arr = np.pad(arr, ((0, 0), (0, ph2), (0, pw2)), mode="symmetric")
+    return arr
+
+
+def _check_finite(img: np.ndarray, mask: np.ndarray | None, index: int) -> None:
+    """NaN/Inf at a valid pixel: an InputError naming (and carrying) band, y, x."""
+    bad = ~np.isfinite(img)
+    if mask is not None:
+        bad &= mask[None]
+    if not bad.any():
+        return
+    band, y, x = (int(v) for v in np.argwhere(bad)[0])
+    raise InputError(
+        f"image {index}: {int(bad.sum())} NaN/Inf pixel values at valid pixels (first at band "
+        f"{band}, y={y}, x={x}); mask them as nodata (valid_mask) or fill them before "
+        "inference", band=band, y=y, x=x, index=index,
+    )
+
+
+def _masks(valid_mask, batch: list[np.ndarray], single: bool) -> list[np.ndarray | None]:
+    """One (H, W) bool mask or None per image, checked against the image shapes."""
+    if valid_mask is None:
+        return [None] * len(batch)
+    if single:
+        items = [valid_mask]
+    elif isinstance(valid_mask, np.ndarray) and valid_mask.ndim == 3:
+        items = list(valid_mask)
+    elif isinstance(valid_mask, np.ndarray):
+        raise InputError(
+            f"valid_mask has shape {valid_mask.shape}; a batch needs (N, H, W) or a list of "
+            "(H, W) masks")
+    else:
+        items = list(valid_mask)
+    if len(items) != len(batch):
+        raise InputError(f"valid_mask has {len(items)} masks for {len(batch)} images")
+    out = []
+    for i, (m, img) in enumerate(zip(items, batch, strict=True)):
+        if m is None:
+            out.append(None)
+            continue
+        if not isinstance(m, np.ndarray) or m.dtype != np.bool_:
+            got = m.dtype if isinstance(m, np.ndarray) else type(m).__name__
+            raise InputError(f"valid_mask {i}: expected a bool array (False = nodata), got {got}")
+        if m.shape != img.shape[-2:]:
+            raise InputError(
+                f"valid_mask {i}: shape {m.shape} does not match image {i}'s (H, W) "
+                f"{img.shape[-2:]}")
+        out.append(None if m.all() else m)
+    return out
+
+
+def _empty(hw: tuple[int, int], k: int, want_conf: bool, want_probs: bool) -> tuple:
+    zeros = np.zeros(hw, np.uint8)
+    return (zeros, zeros.copy() if want_conf else None,
+            np.zeros((k, *hw), np.float32) if want_probs else None)
+
+
+def _apply_mask(mask: np.ndarray | None, labels: np.ndarray, conf: np.ndarray | None,
+                probs: np.ndarray | None) -> tuple:
+    if mask is not None:
+        nodata = ~mask
+        labels[nodata] = 0
+        if conf is not None:
+            conf[nodata] = 0
+        if probs is not None:
+            probs[:, nodata] = 0.0
+    return labels, conf, probs

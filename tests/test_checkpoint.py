@@ -19,14 +19,19 @@ from hgn_model import (
     load_checkpoint,
     save_checkpoint,
 )
-from hgn_model.checkpoint import SHIPPED_DIR, InputSpec, read_config
+from hgn_model.checkpoint import FORMAT, SHIPPED_DIR, InputSpec, Normalization, read_config
 
 
 def _config(arch: str = "hgn", width: float = 0.125, bands: int = 3) -> CheckpointConfig:
     return CheckpointConfig(
         arch=arch, model_cfg={"width": width},
-        classes=[ClassInfo(name=n, color=(10 * i, 0, 0, 255)) for i, n in enumerate("abc")],
-        input=InputSpec(bands=bands, mean=[0.4] * bands, std=[0.2] * bands),
+        classes=[ClassInfo(name=n, color=(10 * i, 0, 0, 255), id=i * 10, ignore=n == "c")
+                 for i, n in enumerate("abc")],
+        input=InputSpec(bands=bands, normalization=[
+            Normalization(dtype="uint8", mean=[100.0] * bands, std=[50.0] * bands,
+                          value_range=[(1.0, 250.0)] * bands),
+            Normalization(dtype="uint16", mean=[9000.0] * bands, std=[4000.0] * bands,
+                          value_range=[(80.0, 30000.0)] * bands)]),
         metrics={"miou": 1.0},
     )
 
@@ -51,6 +56,41 @@ def test_round_trip_gives_identical_weights_and_predictions(saved) -> None:
     a = Segmenter(model, cfg, device="cpu").predict(img).labels
     b = Segmenter.from_checkpoint(stem, device="cpu").predict(img).labels
     assert np.array_equal(a, b)
+
+
+def test_format_2_json_carries_normalization_entries_and_the_class_table(saved) -> None:
+    stem, _, _ = saved
+    raw = json.loads(stem.with_suffix(".json").read_text())
+    assert raw["format"] == FORMAT == "hgn-checkpoint/2"
+    assert [n["dtype"] for n in raw["input"]["normalization"]] == ["uint8", "uint16"]
+    assert raw["input"]["normalization"][1]["value_range"][0] == [80.0, 30000.0]
+    assert [(c["id"], c["ignore"]) for c in raw["classes"]] == [(0, False), (10, False),
+                                                                (20, True)]
+    assert read_config(stem).input.normalization_for("uint16").top == 30000.0
+
+
+def test_format_1_checkpoint_loads_and_labels_as_format_1_did(saved) -> None:
+    """A v1 JSON (mean/std in [0, 1] units, uint16_max) keeps its exact uint8 outputs."""
+    stem, _, _ = saved
+    raw = json.loads(stem.with_suffix(".json").read_text())
+    mean, std = [0.41, 0.47, 0.36], [0.21, 0.17, 0.15]
+    raw["format"] = "hgn-checkpoint/1"
+    raw["input"] = {"bands": 3, "band_names": [], "mean": mean, "std": std,
+                    "uint16_max": 4095.0}
+    for c in raw["classes"]:
+        del c["id"], c["ignore"]
+    stem.with_suffix(".json").write_text(json.dumps(raw))
+    seg = Segmenter.from_checkpoint(stem, device="cpu")
+    assert [n.dtype for n in seg.config.input.normalization] == ["uint8", "uint16", "float32"]
+    assert seg.config.input.normalization_for("uint16").top == 4095.0
+    img = np.random.default_rng(1).integers(0, 255, (3, 128, 256), dtype=np.uint8)  # no padding
+    # the format-1 code: x / 255, then (x - mean) / std, in float32 in this order
+    m = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
+    s = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
+    x = torch.from_numpy(np.array(img.transpose(1, 2, 0), np.float32)).permute(2, 0, 1)[None]
+    x = x.mul_(1.0 / (255.0 * s)).sub_(m / s)
+    _, _, old = seg._infer(x, (128, 256), False, True)
+    np.testing.assert_array_equal(seg.predict(img, return_probs=True).probs, old[0])
 
 
 def test_fp16_storage_halves_the_file_and_loads_as_float32(tmp_path: Path) -> None:
