@@ -131,9 +131,10 @@ def run_cmd(
 
 # ------------------------------------------------------------------- query, nightly (ops)
 # Owned by the ops helper; the commands live in pipeline/ops_cli.py.
-from pipeline.ops_cli import nightly_cmd, query_app  # noqa: E402
+from pipeline.ops_cli import nightly_cmd, query_app, verify_cmd  # noqa: E402
 
 app.command("nightly")(nightly_cmd)
+app.command("verify")(verify_cmd)
 app.add_typer(query_app, name="query")
 
 

@@ -368,6 +368,19 @@ class Ledger:
         self._store.write(self._scene_rel(scene_id), json.dumps(asdict(rec), indent=1).encode())
         return rec
 
+    def forget_chunks(self, scene_id: str, token: str | None, chunk_ids: list[str]) -> None:
+        """Forget some finished chunks (their output is missing or damaged: redo them)."""
+        self._guard()
+        self.flush()
+        d = self._chunks_dir(scene_id, token)
+        self._store.delete(f"{d}/{segment(c, 'chunk_id')}" for c in chunk_ids)
+        summary = self._load_summary(fresh=True)
+        per_token = summary["chunks"].get(scene_id, {}).get(token or _NO_TOKEN, {})
+        removed = [c for c in chunk_ids if per_token.pop(c, None) is not None]
+        if removed:
+            self._store.write(f"{self._base}/summary.json", json.dumps(summary).encode())
+        self._done.pop((scene_id, token or _NO_TOKEN), None)
+
     def reset_scene(self, scene_id: str) -> None:
         """Forget a scene's chunks under every token (its output will be rewritten)."""
         self._guard()

@@ -19,7 +19,7 @@ from pipeline.errors import PipelineError, RunInterrupted
 from pipeline.lifecycle import handle_signals, interrupted
 from pipeline.parsing import check_num_cpus, one_line
 
-__all__ = ["nightly_cmd", "query_app"]
+__all__ = ["nightly_cmd", "query_app", "verify_cmd"]
 
 query_app = typer.Typer(
     name="query",
@@ -279,4 +279,65 @@ def nightly_cmd(
         console.print(f"[red]error:[/] {interrupted(exc)}", highlight=False, soft_wrap=True)
         raise typer.Exit(128 + exc.signum) from None
     console.print(report.line(), highlight=False)
+    raise typer.Exit(report.exit_code)
+
+
+# -------------------------------------------------------------------------------- verify
+
+
+def verify_cmd(
+    output: OutputOpt,
+    scene: Annotated[str | None, typer.Option("--scene", "-s", help="Only this scene.")] = None,
+    repair: Annotated[bool, typer.Option("--repair", help="Recompute exactly the missing or "
+                                         "damaged chunks (bit-identical to a clean run).")] = False,
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="Run config YAML: its "
+                                                "s3 section; with --repair also overrides "
+                                                "(e.g. a moved checkpoint).")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="With --repair: override one "
+                                                   "config field, FIELD=VALUE.")] = None,
+    address: Annotated[str | None, typer.Option("--address", help="With --repair: Ray cluster "
+                                                "(default: a private local Ray).")] = None,
+    num_cpus: Annotated[int | None, typer.Option("--num-cpus", help="CPUs of the private "
+                                                 "local Ray.")] = None,
+    local: Annotated[bool, typer.Option("--local", help="With --repair: no Ray, recompute in "
+                                        "this process.")] = False,
+) -> None:
+    """Re-hash every chunk the ledger recorded; report missing or damaged chunks by name.
+
+    Exit code 0: every chunk holds what was recorded (or was repaired); 1: missing or damaged
+    chunks remain; 2: refused (no such output or scene, bad config).
+    """
+    console = Console(stderr=True)
+    from pipeline.execute import ray_session
+    from pipeline.ops.verify import repair as repair_scenes
+    from pipeline.ops.verify import verify
+    from pipeline.parsing import load_yaml_mapping, parse_overrides
+
+    try:
+        check_num_cpus(num_cpus)
+        so = _storage_options(config)
+        report = verify(output, so, scene=scene)
+        if repair and report.damaged:
+            overrides = {**(load_yaml_mapping(config) if config else {}),
+                         **parse_overrides(set_)}
+            timeout = float(overrides.get("connect_timeout_s") or 30.0)
+            session = None if local else (lambda: ray_session(
+                address, num_cpus=num_cpus, connect_timeout_s=timeout))
+            with handle_signals():
+                fixed = repair_scenes(output, report.damaged, so, overrides=overrides,
+                                      session=session)
+            after = verify(output, so, scene=scene)
+            after.repaired, after.not_repaired = fixed.repaired, fixed.not_repaired
+            report = after
+    except (PipelineError, ValueError, OSError) as exc:
+        console.print(f"[red]error:[/] {one_line(exc)}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    except RunInterrupted as exc:
+        console.print(f"[red]error:[/] {interrupted(exc)}", highlight=False, soft_wrap=True)
+        raise typer.Exit(128 + exc.signum) from None
+    for line in report.lines():
+        typer.echo(line)
+    if report.damaged and not repair:
+        typer.echo(f"repair with: hgn-pipeline verify --output {output}"
+                   + (f" --scene {scene}" if scene else "") + " --repair")
     raise typer.Exit(report.exit_code)

@@ -36,6 +36,7 @@ from pipeline.execute import (
     RayExecutor,
     SceneJob,
 )
+from pipeline.integrity import PYRAMID_UNIT
 from pipeline.names import check_run_id
 from pipeline.plan import SceneGrid, plan_archive, plan_scene, plan_token
 from pipeline.report import RunManifest, SceneReport, render_summary, write_manifest
@@ -390,6 +391,8 @@ def _execute(
         try:
             fin = fut.result()
             error, kind = fin.error, fin.error_kind
+            if not error:  # the pyramid's checksums, beside its units' (pipeline.integrity)
+                ledger.mark_done(st.info.scene_id, PYRAMID_UNIT, st.token, {"stored": fin.stored})
             st.report.timings["finalize"] = fin.seconds
             st.report.io_retries += fin.io_retries
             st.report.storage_retries += fin.storage_retries
@@ -488,7 +491,7 @@ def _execute(
                 res.scene_id,
                 u.unit_id,
                 st.token,
-                {"pixels": u.pixels, "class_counts": list(u.class_counts)},
+                {"pixels": u.pixels, "class_counts": list(u.class_counts), "stored": u.stored},
             )
             r.units_done += 1
             r.pixels += u.pixels

@@ -137,6 +137,7 @@ class UnitResult:
     col: int
     pixels: int  # core pixels written
     class_counts: tuple[int, ...]  # core pixels per class id
+    stored: dict[str, Any] | None = None  # chunk key -> checksum record (pipeline.integrity)
 
 
 @dataclass(frozen=True)
@@ -164,6 +165,7 @@ class FinalizeResult:
     error: str | None = None
     io_retries: int = 0
     error_kind: str | None = None
+    stored: dict[str, Any] | None = None  # pyramid chunk key -> checksum record
     storage_retries: int = 0
 
 
@@ -341,7 +343,7 @@ class WindowProcessor:
                 current = u.unit_id
                 core = np.ascontiguousarray(crop_core(lab, u))
                 core_conf = None if cf is None else np.ascontiguousarray(crop_core(cf, u))
-                _retry(
+                stored = _retry(
                     lambda u=u, core=core, core_conf=core_conf: writer.write_block(
                         u.core.y0, u.core.x0, core, core_conf
                     ),
@@ -349,7 +351,8 @@ class WindowProcessor:
                     self.io_backoff_s,
                 )
                 counts = np.bincount(core.ravel(), minlength=self.info.num_classes)
-                done.append(UnitResult(u.unit_id, u.row, u.col, core.size, tuple(counts.tolist())))
+                done.append(UnitResult(u.unit_id, u.row, u.col, core.size,
+                                       tuple(counts.tolist()), stored))
             timings["write"] = time.perf_counter() - t
             error = error_kind = None
         except Exception as exc:  # reported per scene by the driver; the worker lives on
@@ -376,14 +379,15 @@ class WindowProcessor:
             from pipeline.io.omezarr import SceneWriter
 
             # Opening is retried too: it reads the store's metadata (a storage request).
-            _retry(
+            stored = _retry(
                 lambda: SceneWriter.open(
                     job.output_url, job.scene_id, job.storage_options
                 ).finalize(extra_attrs),
                 self.io_retries,
                 self.io_backoff_s,
             )
-            return FinalizeResult(job.scene_id, time.perf_counter() - t, **_retry_fields())
+            return FinalizeResult(job.scene_id, time.perf_counter() - t, stored=stored,
+                                  **_retry_fields())
         except Exception as exc:
             return FinalizeResult(
                 job.scene_id,
