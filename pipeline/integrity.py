@@ -169,6 +169,7 @@ class SceneIntegrity:
     checked: int = 0  # chunks compared (listing or bytes)
     problems: list[ChunkProblem] = field(default_factory=list)
     note: str | None = None  # e.g. "written before checksums were recorded"
+    tracked: bool = True  # False: the ledger has no record of this scene's chunks at all
 
     @property
     def ok(self) -> bool:

@@ -44,6 +44,9 @@ BboxOpt = Annotated[
 ]
 LevelOpt = Annotated[int, typer.Option("--level", "-l", help="Pyramid level (0 = full res).")]
 ClipOpt = Annotated[bool, typer.Option("--clip", help="Clip a box that sticks out of the scene.")]
+AllowOpt = Annotated[bool, typer.Option(
+    "--allow-incomplete", help="Answer from the chunks that are there when some are missing, "
+    "damaged or not computed yet (reports their coverage); default: refuse, naming them.")]
 
 
 def _storage_options(config: Path | None) -> dict[str, Any]:
@@ -138,6 +141,7 @@ def read_cmd(
     level: LevelOpt = 0,
     layer: Annotated[str, typer.Option(help="segmentation | confidence")] = "segmentation",
     clip: ClipOpt = False,
+    allow_incomplete: AllowOpt = False,
     config: ConfigOpt = None,
 ) -> None:
     """Read a window at any pyramid level into a .npy or a .nc (with coordinates) file."""
@@ -145,7 +149,7 @@ def read_cmd(
     def body() -> None:
         view = _store(output, config).scene(scene)
         kw = dict(box=_numbers(box, "--box", int), bbox=_numbers(bbox, "--bbox", float),
-                  level=level, layer=layer, clip=clip)
+                  level=level, layer=layer, clip=clip, allow_incomplete=allow_incomplete)
         if out.suffix == ".npy":
             data = view.read(**kw)
             out.parent.mkdir(parents=True, exist_ok=True)
@@ -175,27 +179,38 @@ def stats_cmd(
     ] = 0,
     fmt: Annotated[str, typer.Option("--format", "-f", help="table | json | csv")] = "table",
     clip: ClipOpt = False,
+    allow_incomplete: AllowOpt = False,
     config: ConfigOpt = None,
 ) -> None:
-    """Pixel counts and areas per class for a scene or a window."""
+    """Pixel counts and areas per class for a scene or a window.
+
+    Refused when chunks of the window are missing, damaged or not computed yet (the error
+    names them); --allow-incomplete counts the others and reports the coverage.
+    """
 
     def body() -> None:
         if fmt not in ("table", "json", "csv"):
             raise typer.BadParameter(f"--format {fmt!r}: use table, json or csv")
         st = _store(output, config).scene(scene).class_stats(
             box=_numbers(box, "--box", int), bbox=_numbers(bbox, "--bbox", float),
-            level=level, clip=clip)
+            level=level, clip=clip, allow_incomplete=allow_incomplete)
         if fmt == "json":
             typer.echo(st.to_json())
         elif fmt == "csv":
             typer.echo(st.to_csv(), nl=False)
         else:
             kind = "exact" if st.exact else f"estimate from level {st.level}"
-            table = Table("label", "class", "pixels", f"area ({st.area_unit})", "%",
-                          title=f"{st.scene_id} box {list(st.box)} ({kind})")
+            cov = [] if st.coverage is None else ["coverage %"]
+            title = f"{st.scene_id} box {list(st.box)} ({kind})"
+            if st.coverage is not None:
+                title += (f", {100 * st.coverage:.2f}% of the window counted, "
+                          f"{len(st.left_out)} chunk(s) left out")
+            table = Table("label", "class", "pixels", f"area ({st.area_unit})", "%", *cov,
+                          title=title)
             for r in st.rows:
+                extra = [] if r.coverage is None else [f"{100 * r.coverage:.2f}"]
                 table.add_row(str(r.label), r.name, f"{r.pixels:,.0f}", f"{r.area:,.1f}",
-                              f"{100 * r.fraction:.2f}")
+                              f"{100 * r.fraction:.2f}", *extra)
             Console().print(table)
 
     _run(body)

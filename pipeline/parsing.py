@@ -90,9 +90,7 @@ def parse_overrides(items: Sequence[str] | None) -> dict[str, Any]:
                 f"--set {item!r} is not FIELD=VALUE: write e.g. --set chunk=1024 "
                 "(fields: see `hgn-pipeline run --help`)"
             )
-        key = key.strip()
-        if key in out:
-            raise ConfigError(f"--set {key}= is given twice; keep one value")
+        key = key.strip()  # given twice: the last one wins, as for any repeated option
         try:
             out[key] = yaml_value(value, f"--set {item}") if value.strip() else None
         except ConfigError as exc:

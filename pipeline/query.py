@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.catalog import Georef
+from pipeline.coverage import decode_failure, tile_key, untrusted
 from pipeline.errors import OutputNotFoundError, QueryError, SceneNotFoundError, WindowError
 from pipeline.hgnstore import HGN_DIR, HgnStore
 from pipeline.io.omezarr import CONFIDENCE_LAYER, LABELS_LAYER, STORE_SUFFIX, SceneWriter
@@ -77,7 +78,8 @@ class ClassRow:
     name: str
     pixels: float  # level-0 pixels (exact at level 0, weighted estimate above)
     area: float  # pixels x pixel area
-    fraction: float
+    fraction: float  # of the counted pixels (all of the window unless coverage < 1)
+    coverage: float | None = None  # with allow_incomplete: share of the window counted
 
 
 @dataclass(frozen=True)
@@ -91,6 +93,8 @@ class ClassStats:
     pixel_area: float
     area_unit: str
     rows: tuple[ClassRow, ...]
+    coverage: float | None = None  # with allow_incomplete: share of the window counted
+    left_out: tuple[str, ...] = ()  # chunk keys not counted (missing / damaged)
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "rows": [asdict(r) for r in self.rows]}
@@ -101,9 +105,12 @@ class ClassStats:
     def to_csv(self) -> str:
         buf = io.StringIO()
         w = csv.writer(buf)
-        w.writerow(["label", "name", "pixels", f"area_{self.area_unit}", "fraction"])
+        extra = ["coverage"] if self.coverage is not None else []
+        w.writerow(["label", "name", "pixels", f"area_{self.area_unit}", "fraction", *extra])
         for r in self.rows:
-            w.writerow([r.label, r.name, _num(r.pixels), _num(r.area), f"{r.fraction:.6f}"])
+            cov = [f"{r.coverage:.6f}"] if r.coverage is not None else []
+            w.writerow([r.label, r.name, _num(r.pixels), _num(r.area), f"{r.fraction:.6f}",
+                        *cov])
         return buf.getvalue()
 
 
@@ -224,6 +231,8 @@ class SceneView:
         self._so = dict(storage_options)
         self.scene_id = writer.scene_id
         self.url = writer.url
+        self.output_url = writer.url[: -len(writer.scene_id + STORE_SUFFIX) - 1]
+        self._integrity: Any = None
         self.height, self.width, self.levels = writer.height, writer.width, writer.levels
         self.chunk = writer.chunk
         attrs = writer.attrs
@@ -232,6 +241,28 @@ class SceneView:
         self.georef = Georef(geo.get("crs"), tuple(geo["transform"])) if geo else None
         self.classes = self._read_classes()
         self.layers = [LABELS_LAYER] + ([CONFIDENCE_LAYER] if writer.confidence else [])
+
+    def integrity(self) -> Any:
+        """The cheap integrity check of this scene (:mod:`pipeline.ops.checks`), cached."""
+        if self._integrity is None:
+            from pipeline.ops.checks import inspect_scene
+
+            self._integrity = inspect_scene(self.output_url, self.scene_id, self._so)
+        return self._integrity
+
+    def stored_keys(self) -> set[str]:
+        """Keys of every object stored below this scene's store."""
+        from pipeline.integrity import _listing
+
+        return set(_listing(self.url, self._so))
+
+    def _trusted_tiles(self, layer: str, level: int, lbox: _Box, chunks: tuple[int, int],
+                       allow_incomplete: bool) -> tuple[list[_Box], set[str], str]:
+        """(tiles of ``lbox``, keys not to read, array path); refuses unless allowed."""
+        path = f"labels/{LABELS_LAYER}/{level}" if layer == LABELS_LAYER else str(level)
+        tiles = self._tiles(chunks, lbox)
+        skip = untrusted(self, self.integrity(), path, level, tiles, chunks, allow_incomplete)
+        return tiles, skip, path
 
     def _read_classes(self) -> list[tuple[str, tuple[int, int, int, int]]]:
         import zarr
@@ -343,12 +374,29 @@ class SceneView:
         level: int = 0,
         layer: str = LABELS_LAYER,
         clip: bool = False,
+        allow_incomplete: bool = False,
     ) -> np.ndarray:
-        """A window as a (rows, cols) uint8 numpy array."""
+        """A window as a (rows, cols) uint8 numpy array.
+
+        Refuses a window with missing or damaged chunks (:mod:`pipeline.coverage`) unless
+        ``allow_incomplete``; then those chunks read as 0.
+        """
         b = self.pixel_box(box, bbox, clip)
         arr = self._array(layer, level)
-        ly0, ly1, lx0, lx1 = self._level_box(b, level)
-        return np.asarray(arr[ly0:ly1, lx0:lx1])
+        lbox = self._level_box(b, level)
+        tiles, skip, path = self._trusted_tiles(layer, level, lbox, arr.chunks, allow_incomplete)
+        ly0, ly1, lx0, lx1 = lbox
+        out = np.zeros((ly1 - ly0, lx1 - lx0), dtype=np.uint8)
+        for ty0, ty1, tx0, tx1 in tiles:
+            key = tile_key(path, arr.chunks, (ty0, ty1, tx0, tx1))
+            if key in skip:
+                continue
+            try:
+                out[ty0 - ly0:ty1 - ly0, tx0 - lx0:tx1 - lx0] = arr[ty0:ty1, tx0:tx1]
+            except Exception as exc:  # bytes that do not decode: name the chunk
+                if not allow_incomplete:
+                    raise decode_failure(self, key, exc) from None
+        return out
 
     def read_xarray(
         self,
@@ -357,6 +405,7 @@ class SceneView:
         level: int = 0,
         layer: str = LABELS_LAYER,
         clip: bool = False,
+        allow_incomplete: bool = False,
     ) -> Any:
         """A window as an ``xarray.DataArray`` (y, x).
 
@@ -367,7 +416,7 @@ class SceneView:
         import xarray as xr
 
         b = self.pixel_box(box, bbox, clip)
-        data = self.read(b, level=level, layer=layer)
+        data = self.read(b, level=level, layer=layer, allow_incomplete=allow_incomplete)
         ly0, ly1, lx0, lx1 = self._level_box(b, level)
         f = 2**level
         rows = (np.arange(ly0, ly1) + 0.5) * f - 0.5  # level-0 pixel-centre coordinates
@@ -403,40 +452,61 @@ class SceneView:
         bbox: Sequence[float] | None = None,
         level: int = 0,
         clip: bool = False,
+        allow_incomplete: bool = False,
     ) -> ClassStats:
-        """Pixels and areas per class; chunk by chunk, so any scene size fits in memory."""
+        """Pixels and areas per class; chunk by chunk, so any scene size fits in memory.
+
+        Refuses a window with missing, damaged or not yet computed chunks
+        (:mod:`pipeline.coverage`); with ``allow_incomplete`` they are left out and
+        ``coverage`` (also on every row) says which share of the window was counted.
+        """
         b = self.pixel_box(box, bbox, clip)
         arr = self._array(LABELS_LAYER, level)
         f = 2**level
         n = max(len(self.classes), 256)
+        tiles, skip, path = self._trusted_tiles(LABELS_LAYER, level, self._level_box(b, level),
+                                                arr.chunks, allow_incomplete)
 
         def weights(lo: int, hi: int, full0: int, full1: int) -> np.ndarray:
             # Level-0 pixels inside [full0, full1) that each coarse pixel lo..hi-1 covers.
             starts = np.arange(lo, hi) * f
             return (np.minimum(starts + f, full1) - np.maximum(starts, full0)).astype(np.float64)
 
-        def count(tile: tuple[int, int, int, int]) -> np.ndarray:
+        def count(tile: tuple[int, int, int, int]) -> np.ndarray | str:
             ty0, ty1, tx0, tx1 = tile
-            labels = np.asarray(arr[ty0:ty1, tx0:tx1])
+            key = tile_key(path, arr.chunks, tile)
+            if key in skip:
+                return key
+            try:
+                labels = np.asarray(arr[ty0:ty1, tx0:tx1])
+            except Exception as exc:  # bytes that do not decode: name the chunk
+                if not allow_incomplete:
+                    raise decode_failure(self, key, exc) from None
+                return key
             if level == 0:
                 return np.bincount(labels.ravel(), minlength=n).astype(np.float64)
             w = np.outer(weights(ty0, ty1, b[0], b[1]), weights(tx0, tx1, b[2], b[3]))
             return np.bincount(labels.ravel(), weights=w.ravel(), minlength=n)
 
         with ThreadPoolExecutor(READ_WORKERS) as pool:
-            counts = sum(pool.map(count, self._tiles(arr.chunks, self._level_box(b, level))))
+            parts = list(pool.map(count, tiles))
+        counts = sum((p for p in parts if not isinstance(p, str)), np.zeros(n))
+        left_out = tuple(sorted(p for p in parts if isinstance(p, str)))
         if self.georef is not None:
             _, dx, rx, _, ry, dy = self.georef.transform
             pixel_area, unit = abs(dx * dy - rx * ry), "crs_unit2"
         else:
             pixel_area, unit = 1.0, "px"
         total = (b[1] - b[0]) * (b[3] - b[2])
+        covered = float(counts.sum())  # level-0 pixels of the window that were counted
+        cov = covered / total if allow_incomplete else None
         rows = tuple(
             ClassRow(i, self.classes[i][0] if i < len(self.classes) else str(i), float(c),
-                     float(c) * pixel_area, float(c) / total)
+                     float(c) * pixel_area, float(c) / max(covered, 1.0), cov)
             for i, c in enumerate(counts) if c > 0 or i < len(self.classes)
         )
-        return ClassStats(self.scene_id, level, b, level == 0, pixel_area, unit, rows)
+        return ClassStats(self.scene_id, level, b, level == 0, pixel_area, unit, rows, cov,
+                          left_out)
 
     # -- preview
     def preview(

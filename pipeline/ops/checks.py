@@ -79,7 +79,10 @@ def inspect_scene(
     if record is None and ledger is not None:
         record = ledger.scene(scene_id)
     expected, not_computed, note = expectations(writer, hgn, ledger)
+    tracked = ledger is not None and bool(hgn.get("resume_token"))
+    if not tracked:
+        not_computed = {}  # nothing says which units finished: no chunk can be named
     result = check_scene(scene_id, writer.url, expected, not_computed, options=so, deep=deep,
                          done_at=record.updated if record is not None else None)
-    result.note = note
+    result.note, result.tracked = note, tracked
     return result
