@@ -51,7 +51,6 @@ __all__ = [
 
 PYRAMID_UNIT = "pyramid"  # ledger marker id holding the pyramid chunks' checksums of a scene
 HASH_WORKERS = 8  # concurrent chunk reads when re-hashing (S3 latency, not CPU, bounds them)
-MTIME_SLACK_S = 2.0  # filesystems round mtimes; a chunk written just before "done" is not new
 
 Record = dict[str, Any] | None  # {"size", "md5", "sha256"} or None: nothing stored (fill value)
 
@@ -242,7 +241,9 @@ def _suspect(record: Mapping[str, Any], info: Mapping[str, Any], since: float | 
     if etag is not None:
         return etag != record["md5"]
     mtime = _mtime(info)
-    return since is None or mtime is None or mtime > since + MTIME_SLACK_S
+    # Chunks are written before their scene is recorded done, and filesystems truncate
+    # mtimes, so a later mtime means a later write (clock skew only costs a re-hash).
+    return since is None or mtime is None or mtime > since
 
 
 def check_scene(

@@ -32,6 +32,7 @@ from pipeline.config import RunConfig
 from pipeline.errors import ConfigError
 from pipeline.ledger import Ledger, RunFingerprint, SceneRecord
 from pipeline.names import check_run_id
+from pipeline.ops.checks import recheck_unchanged
 from pipeline.run import RunResult, new_run_id, run_pipeline
 from pipeline.runlock import RunLock
 from pipeline.storage import check_output_location, resolve_url, storage_options_from
@@ -83,16 +84,19 @@ class Changes:
     unchanged: list[str] = field(default_factory=list)  # done, same input: reused
     vanished: list[str] = field(default_factory=list)  # in the ledger, gone from the archive
     unreadable: list[tuple[str, str]] = field(default_factory=list)  # catalog failures
+    # done before, but chunks are missing or damaged now: scene id -> chunk keys (redone)
+    damaged: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def todo(self) -> list[str]:
-        return sorted(self.new + self.changed + self.retry)
+        return sorted(self.new + self.changed + self.retry + list(self.damaged))
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "new": self.new, "changed": self.changed, "retry": self.retry,
             "unchanged": len(self.unchanged), "vanished": self.vanished,
             "unreadable": [{"scene_id": s, "reason": r} for s, r in self.unreadable],
+            "damaged": self.damaged,
         }
 
 
@@ -146,6 +150,8 @@ class ResumeResult:
                  f"{len(ch.unchanged)} unchanged (reused)", f"{len(ch.vanished)} vanished"]
         if ch.unreadable:
             parts.append(f"{len(ch.unreadable)} unreadable")
+        if ch.damaged:
+            parts.append(f"{len(ch.damaged)} with missing or damaged chunks (redone)")
         if self.run is None:
             return f"nothing to do: {', '.join(parts)}"
         m = self.run.manifest
@@ -211,6 +217,8 @@ class ResumableRun(AbstractContextManager["ResumableRun"]):
         if self.catalog is None:
             self.catalog = catalog(self.input_url, self.so, layout=self.cfg.layout)
         self.changes = compare(self.catalog, self.ledger.scenes())
+        # "unchanged" must still hold what was recorded (pipeline.ops.checks: one listing each)
+        recheck_unchanged(self.output_url, self.so, self.ledger, self.changes)
         return self.changes
 
     def execute(

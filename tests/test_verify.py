@@ -139,3 +139,61 @@ def test_verify_cli_reports_and_repairs_bit_identical(tmp_path: Path) -> None:
 
     missing = runner.invoke(app, ["verify", "--output", str(tmp_path / "nope")])
     assert missing.exit_code == 2 and "does not exist" in missing.output
+
+
+def test_nightly_redoes_missing_and_damaged_chunks_of_unchanged_scenes(clean, tmp_path) -> None:
+    from pipeline.nightly import nightly
+
+    archive, good = clean
+    out = tmp_path / "out"
+    shutil.copytree(good, out)
+    with LocalExecutor(TinyLoader()) as ex:
+        assert nightly(str(archive), str(out), _cfg(), executor=ex).nothing_to_do
+    _damage(out)  # a deleted, a same-size corrupted and a truncated pyramid chunk, in "a"
+    (out / "sub" / "b.ome.zarr" / "labels/segmentation/0/c/0/1").unlink()
+    _Counting.calls_total = 0
+    with LocalExecutor(lambda device="auto", threads=None: _Counting()) as ex:
+        night = nightly(str(archive), str(out), _cfg(), executor=ex, run_id="n-damaged")
+        assert not night.nothing_to_do and night.exit_code == 0
+        assert sorted(night.changes["damaged"]) == ["a", "sub/b"]
+        assert set(night.changes["damaged"]["a"]) == {LOST, FLIPPED, PYRAMID}
+        assert "2 with missing or damaged chunks (redone)" in night.summary
+        assert sorted(night.processed_ok) == ["a", "sub/b"] and night.units_done == 3
+        assert _Counting.calls_total == 3  # a#r0c2, a#r1c1, sub/b#r0c1: nothing else
+        again = nightly(str(archive), str(out), _cfg(), executor=ex)
+    assert again.nothing_to_do, again.summary
+    _same(out, good)
+    assert verify(str(out)).exit_code == 0
+
+
+@pytest.mark.s3
+def test_on_s3_the_listing_etags_reveal_a_rewritten_chunk_and_repair_works(
+        clean, s3_server, s3_bucket) -> None:
+    from pipeline.integrity import _etag, _listing
+    from pipeline.ops.checks import inspect_scene
+
+    archive, good = clean
+    so = s3_server.storage_options
+    out = f"{s3_bucket}/out"
+    cfg = _cfg(s3={"endpoint_url": s3_server.endpoint_url, "key": s3_server.key,
+                   "secret": s3_server.secret})
+    with LocalExecutor(TinyLoader()) as ex:
+        assert run_resumable(str(archive), out, cfg, executor=ex).run.ok
+    store = f"{out}/a.ome.zarr"
+    listed = _listing(store, so)
+    assert _etag(listed[FLIPPED]) is not None, "single-part PUTs: the ETag is the md5"
+    fs = s3_server.filesystem()
+    key = f"{store.removeprefix('s3://')}/{FLIPPED}"
+    data = bytearray(fs.cat_file(key))
+    data[0] ^= 0xFF
+    fs.pipe_file(key, bytes(data))
+    cheap = inspect_scene(out, "a", so)  # listing only: the ETag differs, then re-hashed
+    assert [(p.key, p.problem) for p in cheap.problems] == [(FLIPPED, "damaged")]
+    with LocalExecutor(TinyLoader()) as ex:
+        fixed = repair(out, verify(out, so).damaged, so, executor=ex,
+                       overrides={"s3": cfg.s3.model_dump(mode="python")})
+    assert fixed.repaired == ["a"] and verify(out, so).exit_code == 0
+    for got, want in zip([SceneWriter.open(out, "a", so).read_level(k, layer)
+                          for layer in ("segmentation", "confidence") for k in range(3)],
+                         _levels(good, "a"), strict=True):
+        np.testing.assert_array_equal(got, want)

@@ -10,6 +10,7 @@ Used by ``hgn-pipeline verify`` (deep), by queries before they answer (cheap) an
 from __future__ import annotations
 
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from pipeline.hgnstore import HgnStore
@@ -18,7 +19,9 @@ from pipeline.io.omezarr import SceneWriter
 from pipeline.ledger import Ledger, RunFingerprint, SceneRecord
 from pipeline.plan import plan_scene
 
-__all__ = ["current_ledger", "expectations", "inspect_scene"]
+__all__ = ["current_ledger", "expectations", "inspect_scene", "recheck_unchanged"]
+
+RECHECK_WORKERS = 8  # scenes listed at once by recheck_unchanged (S3 latency-bound)
 
 
 def current_ledger(output_url: str, storage_options: Mapping[str, Any] | None) -> Ledger | None:
@@ -86,3 +89,40 @@ def inspect_scene(
                          done_at=record.updated if record is not None else None)
     result.note, result.tracked = note, tracked
     return result
+
+
+def recheck_unchanged(output_url: str, storage_options: Mapping[str, Any] | None,
+                      ledger: Ledger, changes: Any) -> None:
+    """Move ``changes.unchanged`` scenes whose chunks are missing or damaged to ``damaged``.
+
+    The cheap check per scene (a listing: sizes, ETags, mtimes against the recorded
+    checksums; suspects re-hashed). Their missing / damaged units and pyramid are forgotten
+    in the ledger, so the run that follows recomputes exactly those and rebuilds the pyramid.
+    """
+    if not changes.unchanged:
+        return
+    records = ledger.scenes()
+
+    def one(sid: str) -> SceneIntegrity | None:
+        try:
+            return inspect_scene(output_url, sid, storage_options, ledger=ledger,
+                                 record=records.get(sid))
+        except OSError:  # the store itself is gone: its units are all missing
+            return None
+
+    with ThreadPoolExecutor(RECHECK_WORKERS) as pool:
+        results = dict(zip(changes.unchanged, pool.map(one, changes.unchanged), strict=True))
+    for sid, result in results.items():
+        if result is not None and result.ok:
+            continue
+        writer_token = None
+        if result is not None:
+            writer = SceneWriter.open(output_url, sid, storage_options=dict(storage_options or {}))
+            writer_token = (writer.attrs.get("hgn") or {}).get("resume_token")
+        if result is None or writer_token is None:
+            ledger.reset_scene(sid)  # nothing to keep: redo the whole scene
+            changes.damaged[sid] = ["<store missing>"]
+        else:
+            ledger.forget_chunks(sid, writer_token, [*result.units, PYRAMID_UNIT])
+            changes.damaged[sid] = result.keys()
+        changes.unchanged.remove(sid)
