@@ -57,7 +57,7 @@ OUTPUT_SETTINGS = (
     "pyramid_levels",
 )
 # Bump when the pipeline's own output for identical settings changes (padding, stitching).
-LEDGER_FORMAT = 1
+LEDGER_FORMAT = 2  # 2: no reflection beyond scene edges (windows padded only for the model)
 _NO_TOKEN = "_"  # marker folder of chunks recorded without a per-scene token
 MARKER_WRITERS = 8  # concurrent marker writes per process: S3 latency, not bandwidth, bounds them
 MAX_PENDING = 512  # markers queued at most before mark_done blocks (memory stays flat)
