@@ -1,16 +1,26 @@
 """``--dry-run``: what a run would do, from the catalog and plan alone, plus a time estimate.
 
-The estimate comes from a measured rate: the first planned window of the archive is read and
-put through the model on this machine (``threads_per_actor`` torch threads), and the plan's
-model-input pixels are divided by that rate times the pool size the cluster would get.
+The estimate comes from two measurements on this machine:
+
+- the model's rate: the first planned window of the archive is read and put through the
+  model (``threads_per_actor`` torch threads); the plan's model-input pixels are divided by
+  that rate times the pool size the cluster would get;
+- the fixed cost of a scene, whatever its size: open its input, create its output store,
+  write a chunk, finalize (pyramid + metadata) and record it in a ledger, timed on a probe
+  scene in a temporary folder (median of :data:`OVERHEAD_REPEATS`). It is paid once per
+  scene, serially in the driver today, so ``scenes x per_scene_s`` is added: for archives of
+  many small scenes it dominates. Object stores add their latency on top (not measured:
+  a dry run writes nothing to the output).
 """
 
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 from rich.console import Console
 
 from pipeline.catalog import SceneInfo, catalog
@@ -19,7 +29,9 @@ from pipeline.execute import LocalExecutor, SceneJob, pool_spec
 from pipeline.plan import PlanSummary, SceneGrid, plan_archive
 from pipeline.storage import resolve_url, storage_options_from
 
-__all__ = ["DryRun", "dry_run"]
+__all__ = ["OVERHEAD_REPEATS", "DryRun", "dry_run"]
+
+OVERHEAD_REPEATS = 3  # per-scene probes timed; the median resists one slow filesystem call
 
 
 @dataclass(frozen=True)
@@ -31,8 +43,14 @@ class DryRun:
     plan: PlanSummary
     rate_mpx_s: float | None  # model input Mpx/s of ONE worker, measured here
     workers: int
-    estimated_s: float | None
+    estimated_s: float | None  # inference_s + overhead_s
     note: str | None = None  # why there is no estimate
+    per_scene_s: float | None = None  # fixed cost of one scene, measured here
+    inference_s: float | None = None
+
+    @property
+    def overhead_s(self) -> float:
+        return self.scenes * (self.per_scene_s or 0.0)
 
     def render(self, console: Console) -> None:
         p = self.plan
@@ -49,9 +67,12 @@ class DryRun:
             console.print(f"no time estimate: {self.note}", highlight=False)
         if self.estimated_s is not None:
             console.print(
-                f"estimated inference time: {self.estimated_s:.0f} s with {self.workers} "
-                f"worker(s) at {self.rate_mpx_s:.2f} Mpx/s each (measured on this machine)",
-                highlight=False,
+                f"estimated time: {self.estimated_s:.0f} s = inference {self.inference_s:.0f} s "
+                f"with {self.workers} worker(s) at {self.rate_mpx_s:.2f} Mpx/s each + per-scene "
+                f"overhead {self.overhead_s:.0f} s ({self.scenes} scenes x "
+                f"{self.per_scene_s or 0:.2f} s: open input, create, finalize, record; measured "
+                "on this machine's temporary storage)",
+                highlight=False, soft_wrap=True,
             )
 
 
@@ -91,13 +112,15 @@ def dry_run(
             use_gpu=cfg.use_gpu if res.get("GPU") else False,
             reserve_cpus=cfg.effective_reserve_cpus,
         ).num_actors
-    rate, note = None, None
+    rate, note, per_scene = None, None, None
     if measure and cat.scenes:
         try:
-            rate = _measure_rate(cat.scenes[0], plan.grids[0], cfg, loader, so)
+            rate, classes = _measure_rate(cat.scenes[0], plan.grids[0], cfg, loader, so)
+            per_scene = _measure_scene_overhead(cat.scenes[0], cfg, classes, so)
         except Exception as e:  # a dry run reports; it does not fail on the first scene
             note = f"could not time scene {cat.scenes[0].scene_id!r}: {type(e).__name__}: {e}"
-    est = summary.estimated_seconds(rate * workers) if rate else None
+    inference = summary.estimated_seconds(rate * workers) if rate else None
+    est = inference + len(cat.scenes) * per_scene if inference is not None and per_scene else None
     return DryRun(
         scenes=len(cat.scenes),
         failures=[(f.scene_id, f.reason) for f in cat.failures],
@@ -106,13 +129,18 @@ def dry_run(
         workers=workers,
         estimated_s=est,
         note=note,
+        per_scene_s=per_scene,
+        inference_s=inference,
     )
 
 
 def _measure_rate(
     scene: SceneInfo, grid: SceneGrid, cfg: RunConfig, loader: Any, so: dict[str, Any]
-) -> float:
-    """Model-input Mpx/s on the scene's first window (one warm-up, then one timed pass)."""
+) -> tuple[float, list[Any]]:
+    """(model-input Mpx/s on the scene's first window, the model's classes).
+
+    One warm-up pass, then one timed pass.
+    """
     from pipeline.stitch import model_input
 
     with LocalExecutor(loader or cfg.checkpoint, threads=cfg.threads_per_actor) as ex:
@@ -129,4 +157,38 @@ def _measure_rate(
         x = model_input(proc.read_window(job, unit), unit)
         proc.predict([x], job)  # warm-up: first call selects kernels
         seconds = proc.predict([x], job)[2]
-        return x.shape[-2] * x.shape[-1] / 1e6 / seconds
+        return x.shape[-2] * x.shape[-1] / 1e6 / seconds, list(proc.info.classes)
+
+
+def _measure_scene_overhead(
+    scene: SceneInfo, cfg: RunConfig, classes: list[Any], so: dict[str, Any]
+) -> float:
+    """Seconds a scene costs besides inference (median of OVERHEAD_REPEATS probes)."""
+    import statistics
+    import tempfile
+
+    from pipeline.io.omezarr import SceneWriter
+    from pipeline.io.readers import SceneReader
+    from pipeline.ledger import Ledger, RunFingerprint
+
+    times = []
+    with tempfile.TemporaryDirectory(prefix="hgn-dryrun-") as tmp:
+        for i in range(OVERHEAD_REPEATS):
+            t = time.perf_counter()
+            reader = SceneReader(scene, so)  # a fresh reader: opening the input is part of it
+            reader.read(0, 1, 0, 1)
+            reader.close()
+            h, w = min(scene.height, cfg.chunk), min(scene.width, cfg.chunk)
+            root = os.path.join(tmp, str(i))  # a fresh output per probe, as for a new scene
+            writer = SceneWriter.create(
+                root, "probe", h, w, cfg.chunk, classes, {"dry_run": True},
+                confidence=cfg.confidence, levels=cfg.pyramid_levels)
+            ones = np.ones((h, w), np.uint8)
+            writer.write_block(0, 0, ones, ones if cfg.confidence else None)
+            writer.finalize({})
+            ledger = Ledger.open(root, RunFingerprint.from_settings({"probe": True}))
+            ledger.mark_scene("probe", "running", "fp")
+            ledger.mark_done("probe", "r0c0", "t", {"pixels": h * w})
+            ledger.mark_scene("probe", "done", "fp")
+            times.append(time.perf_counter() - t)
+    return statistics.median(times)
