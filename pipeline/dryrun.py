@@ -5,17 +5,18 @@ The estimate comes from two measurements on this machine:
 - the model's rate: the first planned window of the archive is read and put through the
   model (``threads_per_actor`` torch threads); the plan's model-input pixels are divided by
   that rate times the pool size the cluster would get;
-- the fixed cost of a scene, whatever its size: open its input, create its output store,
-  write a chunk, finalize (pyramid + metadata) and record it in a ledger, timed on a probe
-  scene in a temporary folder (median of :data:`OVERHEAD_REPEATS`). It is paid once per
-  scene, serially in the driver today, so ``scenes x per_scene_s`` is added: for archives of
-  many small scenes it dominates. Object stores add their latency on top (not measured:
-  a dry run writes nothing to the output).
+- the fixed cost of a scene, whatever its size: a real run over :data:`OVERHEAD_SCENES`
+  tiny probe scenes in a temporary folder (create the store, read, write, finalize, ledger
+  records), minus the model's time, plus opening the real first scene. Paid once per scene,
+  so ``scenes x per_scene_s`` is added: for archives of many small scenes it dominates. An
+  object-store output adds its latency on top (not measured: a dry run writes nothing to
+  the output).
 """
 
 from __future__ import annotations
 
 import os
+import statistics
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -29,9 +30,12 @@ from pipeline.execute import LocalExecutor, SceneJob, pool_spec
 from pipeline.plan import PlanSummary, SceneGrid, plan_archive
 from pipeline.storage import resolve_url, storage_options_from
 
-__all__ = ["OVERHEAD_REPEATS", "DryRun", "dry_run"]
+__all__ = ["OVERHEAD_SCENES", "DryRun", "dry_run"]
 
-OVERHEAD_REPEATS = 3  # per-scene probes timed; the median resists one slow filesystem call
+OVERHEAD_SCENES = 4  # probe scenes run end to end to time a scene's fixed cost
+RATE_WARMUPS = 2  # untimed passes first: a new process's first passes are slow
+RATE_PASSES = 3  # timed passes (median), within RATE_BUDGET_S after the first
+RATE_BUDGET_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -115,8 +119,7 @@ def dry_run(
     rate, note, per_scene = None, None, None
     if measure and cat.scenes:
         try:
-            rate, classes = _measure_rate(cat.scenes[0], plan.grids[0], cfg, loader, so)
-            per_scene = _measure_scene_overhead(cat.scenes[0], cfg, classes, so)
+            rate, per_scene = _measure(cat.scenes[0], plan.grids[0], cfg, loader, so)
         except Exception as e:  # a dry run reports; it does not fail on the first scene
             note = f"could not time scene {cat.scenes[0].scene_id!r}: {type(e).__name__}: {e}"
     inference = summary.estimated_seconds(rate * workers) if rate else None
@@ -134,61 +137,64 @@ def dry_run(
     )
 
 
-def _measure_rate(
+def _measure(
     scene: SceneInfo, grid: SceneGrid, cfg: RunConfig, loader: Any, so: dict[str, Any]
-) -> tuple[float, list[Any]]:
-    """(model-input Mpx/s on the scene's first window, the model's classes).
+) -> tuple[float, float]:
+    """(model-input Mpx/s of one worker, seconds a scene costs besides inference)."""
+    with LocalExecutor(loader or cfg.checkpoint, threads=cfg.threads_per_actor) as ex:
+        rate = _rate(ex.processor, scene, grid, cfg, so)
+        return rate, _scene_overhead(ex, scene, cfg, so)
 
-    One warm-up pass, then one timed pass.
+
+def _rate(proc: Any, scene: SceneInfo, grid: SceneGrid, cfg: RunConfig,
+          so: dict[str, Any]) -> float:
+    """Model-input Mpx/s on the scene's first window: median of up to RATE_PASSES passes.
+
+    The first passes of a new process are slow (kernel selection, allocator growth) and
+    vary a lot on a busy machine, hence warm-ups and a median.
     """
     from pipeline.stitch import model_input
 
-    with LocalExecutor(loader or cfg.checkpoint, threads=cfg.threads_per_actor) as ex:
-        proc = ex.processor
-        job = SceneJob(
-            info=scene,
-            output_url="",
-            bands=cfg.bands,
-            value_max=cfg.value_max,
-            confidence=cfg.confidence,
-            storage_options=dict(so),
-        )
-        unit = grid.unit(0, 0)
-        x = model_input(proc.read_window(job, unit), unit)
-        proc.predict([x], job)  # warm-up: first call selects kernels
-        seconds = proc.predict([x], job)[2]
-        return x.shape[-2] * x.shape[-1] / 1e6 / seconds, list(proc.info.classes)
+    job = SceneJob(info=scene, output_url="", bands=cfg.bands, value_max=cfg.value_max,
+                   confidence=cfg.confidence, storage_options=dict(so))
+    unit = grid.unit(0, 0)
+    x = model_input(proc.read_window(job, unit), unit)
+    for _ in range(RATE_WARMUPS):
+        proc.predict([x], job)
+    times: list[float] = []
+    t0 = time.perf_counter()
+    while len(times) < RATE_PASSES and (not times or time.perf_counter() - t0 < RATE_BUDGET_S):
+        times.append(proc.predict([x], job)[2])
+    return x.shape[-2] * x.shape[-1] / 1e6 / statistics.median(times)
 
 
-def _measure_scene_overhead(
-    scene: SceneInfo, cfg: RunConfig, classes: list[Any], so: dict[str, Any]
-) -> float:
-    """Seconds a scene costs besides inference (median of OVERHEAD_REPEATS probes)."""
-    import statistics
+def _scene_overhead(ex: Any, scene: SceneInfo, cfg: RunConfig, so: dict[str, Any]) -> float:
+    """Seconds per scene besides inference: a real run over OVERHEAD_SCENES tiny scenes.
+
+    The probe scenes (same bands and dtype, 16 x 16 px) are written to a temporary folder
+    and run end to end with this process's model (create, read, write, finalize, ledger,
+    lock, manifest); the model's own time is taken out, and the cost of opening the real
+    first scene is added (its storage's latency).
+    """
     import tempfile
 
-    from pipeline.io.omezarr import SceneWriter
-    from pipeline.io.readers import SceneReader
-    from pipeline.ledger import Ledger, RunFingerprint
+    import zarr
 
-    times = []
+    from pipeline.io.readers import SceneReader
+    from pipeline.resume import run_resumable
+
+    t = time.perf_counter()
+    reader = SceneReader(scene, so)  # a fresh reader: what opening a new input costs
+    reader.read(0, 1, 0, 1)
+    reader.close()
+    open_s = time.perf_counter() - t
+    probe = np.ones((scene.bands, 16, 16), dtype=scene.dtype)
     with tempfile.TemporaryDirectory(prefix="hgn-dryrun-") as tmp:
-        for i in range(OVERHEAD_REPEATS):
-            t = time.perf_counter()
-            reader = SceneReader(scene, so)  # a fresh reader: opening the input is part of it
-            reader.read(0, 1, 0, 1)
-            reader.close()
-            h, w = min(scene.height, cfg.chunk), min(scene.width, cfg.chunk)
-            root = os.path.join(tmp, str(i))  # a fresh output per probe, as for a new scene
-            writer = SceneWriter.create(
-                root, "probe", h, w, cfg.chunk, classes, {"dry_run": True},
-                confidence=cfg.confidence, levels=cfg.pyramid_levels)
-            ones = np.ones((h, w), np.uint8)
-            writer.write_block(0, 0, ones, ones if cfg.confidence else None)
-            writer.finalize({})
-            ledger = Ledger.open(root, RunFingerprint.from_settings({"probe": True}))
-            ledger.mark_scene("probe", "running", "fp")
-            ledger.mark_done("probe", "r0c0", "t", {"pixels": h * w})
-            ledger.mark_scene("probe", "done", "fp")
-            times.append(time.perf_counter() - t)
-    return statistics.median(times)
+        for i in range(OVERHEAD_SCENES):
+            zarr.create_array(f"{tmp}/in/p{i}.zarr", data=probe, zarr_format=3)
+        local = cfg.with_overrides(s3=None, overwrite=False)
+        t = time.perf_counter()
+        res = run_resumable(f"{tmp}/in", f"{tmp}/out", local, executor=ex, run_id="dry-run")
+        wall = time.perf_counter() - t
+    infer = sum(s.timings.get("infer", 0.0) for s in res.run.manifest.scenes) if res.run else 0.0
+    return max(wall - infer, 0.0) / OVERHEAD_SCENES + open_s
