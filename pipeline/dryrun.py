@@ -97,7 +97,7 @@ def dry_run(
     import ray
 
     so = storage_options_from(cfg.s3)
-    cat = catalog(resolve_url(input_url), so, layout=cfg.layout)
+    cat = catalog(resolve_url(input_url), so, **cfg.catalog_options())
     plan = plan_archive(
         cat.scenes,
         chunk=cfg.chunk,
@@ -155,8 +155,9 @@ def _rate(proc: Any, scene: SceneInfo, grid: SceneGrid, cfg: RunConfig,
     """
     from pipeline.stitch import model_input
 
-    job = SceneJob(info=scene, output_url="", bands=cfg.bands, value_max=cfg.value_max,
-                   confidence=cfg.confidence, storage_options=dict(so))
+    job = SceneJob(info=scene, output_url="", bands=cfg.bands,
+                   value_max=cfg.value_max_for(scene.dtype), confidence=cfg.confidence,
+                   storage_options=dict(so))
     unit = grid.unit(0, 0)
     x = model_input(proc.read_window(job, unit), unit)
     for _ in range(RATE_WARMUPS):

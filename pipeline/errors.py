@@ -25,6 +25,7 @@ __all__ = [
     "LedgerMismatchError",
     "LockLostError",
     "NameRefusedError",
+    "NonFiniteError",
     "OutputError",
     "OutputNotFoundError",
     "PipelineError",
@@ -176,6 +177,22 @@ class SceneReadError(PipelineError, OSError):
         # OSError's default reduce would re-interpret our args as (errno, strerror, filename);
         # the kind is resolved now, while the chain of causes still exists.
         return (type(self), (self.scene_id, self.url, self.reason, kind_of(self)))
+
+
+class NonFiniteError(PipelineError, ValueError):
+    """A data pixel holds NaN or Inf; ``band``, ``y``, ``x`` are in scene coordinates."""
+
+    def __init__(self, scene_id: str, band: int, y: int, x: int) -> None:
+        super().__init__(scene_id, band, y, x)
+        self.scene_id, self.band, self.y, self.x = scene_id, band, y, x
+
+    def __str__(self) -> str:
+        return (f"scene {self.scene_id!r}: NaN/Inf value at band {self.band}, y={self.y}, "
+                f"x={self.x} (scene pixel coordinates); fix the pixel or mark it as nodata "
+                "(NaN always is; declare other fill values with `nodata:` in the run config)")
+
+    def __reduce__(self) -> tuple[type[NonFiniteError], tuple[str, int, int, int]]:
+        return (type(self), (self.scene_id, self.band, self.y, self.x))
 
 
 # --------------------------------------------------------------------------- classification

@@ -200,18 +200,25 @@ def stats_cmd(
             typer.echo(st.to_csv(), nl=False)
         else:
             kind = "exact" if st.exact else f"estimate from level {st.level}"
+            geo = st.area_unit is not None
             cov = [] if st.coverage is None else ["coverage %"]
-            title = f"{st.scene_id} box {list(st.box)} ({kind})"
+            cols = ["label", "class", "pixels", *(["area (ha)", "area (km2)"] if geo else []),
+                    "%", *cov]
+            title = f"{st.scene_id} box {list(st.box)} ({kind}" + (
+                "; geodesic areas on the ellipsoid)" if geo else "; pixels only)")
             if st.coverage is not None:
                 title += (f", {100 * st.coverage:.2f}% of the window counted, "
                           f"{len(st.left_out)} chunk(s) left out")
-            table = Table("label", "class", "pixels", f"area ({st.area_unit})", "%", *cov,
-                          title=title)
+            table = Table(*cols, title=title)
             for r in st.rows:
+                area = [f"{r.area / 1e4:,.4f}", f"{r.area / 1e6:,.6f}"] if geo and r.area \
+                    is not None else []
                 extra = [] if r.coverage is None else [f"{100 * r.coverage:.2f}"]
-                table.add_row(str(r.label), r.name, f"{r.pixels:,.0f}", f"{r.area:,.1f}",
+                table.add_row(str(r.label), r.name, f"{r.pixels:,.0f}", *area,
                               f"{100 * r.fraction:.2f}", *extra)
             Console().print(table)
+            if st.note:
+                Console(stderr=True).print(st.note, highlight=False)
 
     _run(body)
 

@@ -15,9 +15,6 @@ the split between classes is approximate (fast: 4^k fewer pixels read).
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import math
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -27,12 +24,19 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.catalog import Georef
 from pipeline.coverage import decode_failure, tile_key, untrusted
-from pipeline.errors import OutputNotFoundError, QueryError, SceneNotFoundError, WindowError
+from pipeline.errors import (
+    DamagedOutputError,
+    OutputNotFoundError,
+    QueryError,
+    SceneNotFoundError,
+    WindowError,
+)
 from pipeline.hgnstore import HGN_DIR, HgnStore
 from pipeline.io.omezarr import CONFIDENCE_LAYER, LABELS_LAYER, STORE_SUFFIX, SceneWriter
 from pipeline.ledger import Ledger, RunFingerprint
+from pipeline.scene import Georef
+from pipeline.stats import ClassRow, ClassStats, class_stats, with_coverage
 from pipeline.storage import get_fs, is_remote, resolve_url, strip_protocol
 
 __all__ = [
@@ -70,52 +74,6 @@ class SceneSummary:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-@dataclass(frozen=True)
-class ClassRow:
-    label: int
-    name: str
-    pixels: float  # level-0 pixels (exact at level 0, weighted estimate above)
-    area: float  # pixels x pixel area
-    fraction: float  # of the counted pixels (all of the window unless coverage < 1)
-    coverage: float | None = None  # with allow_incomplete: share of the window counted
-
-
-@dataclass(frozen=True)
-class ClassStats:
-    """Per-class pixel counts and areas of a scene or window."""
-
-    scene_id: str
-    level: int
-    box: tuple[int, int, int, int]  # level-0 (y0, y1, x0, x1)
-    exact: bool
-    pixel_area: float
-    area_unit: str
-    rows: tuple[ClassRow, ...]
-    coverage: float | None = None  # with allow_incomplete: share of the window counted
-    left_out: tuple[str, ...] = ()  # chunk keys not counted (missing / damaged)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "rows": [asdict(r) for r in self.rows]}
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=1)
-
-    def to_csv(self) -> str:
-        buf = io.StringIO()
-        w = csv.writer(buf)
-        extra = ["coverage"] if self.coverage is not None else []
-        w.writerow(["label", "name", "pixels", f"area_{self.area_unit}", "fraction", *extra])
-        for r in self.rows:
-            cov = [f"{r.coverage:.6f}"] if r.coverage is not None else []
-            w.writerow([r.label, r.name, _num(r.pixels), _num(r.area), f"{r.fraction:.6f}",
-                        *cov])
-        return buf.getvalue()
-
-
-def _num(v: float) -> str:
-    return str(int(v)) if float(v).is_integer() else f"{v:.3f}"
 
 
 class OutputStore:
@@ -221,6 +179,22 @@ class OutputStore:
                 f"{hint}); list them with `hgn-pipeline query scenes --output {self.url}`"
             ) from None
         return SceneView(writer, self.storage_options)
+
+
+class _Decoding:
+    """A label array whose reads name the chunk that does not decode (DamagedOutputError)."""
+
+    def __init__(self, arr: Any, view: SceneView, path: str) -> None:
+        self._arr, self._view, self._path = arr, view, path
+        self.chunks = arr.chunks
+
+    def __getitem__(self, key: tuple[slice, slice]) -> Any:
+        try:
+            return self._arr[key]
+        except Exception as exc:
+            tile = (key[0].start or 0, 0, key[1].start or 0, 0)
+            raise decode_failure(self._view, tile_key(self._path, self.chunks, tile),
+                                 exc) from None
 
 
 class SceneView:
@@ -454,59 +428,30 @@ class SceneView:
         clip: bool = False,
         allow_incomplete: bool = False,
     ) -> ClassStats:
-        """Pixels and areas per class; chunk by chunk, so any scene size fits in memory.
+        """Pixels and true areas (m2) per class; chunk by chunk, so any scene size fits.
 
-        Refuses a window with missing, damaged or not yet computed chunks
-        (:mod:`pipeline.coverage`); with ``allow_incomplete`` they are left out and
-        ``coverage`` (also on every row) says which share of the window was counted.
+        Areas are geodesic (:mod:`pipeline.stats`, :mod:`pipeline.areas`): exact per row on
+        grids whose pixel area varies only with latitude, interpolated between exact samples
+        on others. At a level k > 0 each coarse pixel counts for the level-0 pixels (and the
+        area) it covers inside the box. A window with missing, damaged or not yet computed
+        chunks is refused (:mod:`pipeline.coverage`); with ``allow_incomplete`` they are
+        left out and ``coverage`` (also on every row) says which share was counted.
         """
         b = self.pixel_box(box, bbox, clip)
         arr = self._array(LABELS_LAYER, level)
-        f = 2**level
-        n = max(len(self.classes), 256)
         tiles, skip, path = self._trusted_tiles(LABELS_LAYER, level, self._level_box(b, level),
                                                 arr.chunks, allow_incomplete)
-
-        def weights(lo: int, hi: int, full0: int, full1: int) -> np.ndarray:
-            # Level-0 pixels inside [full0, full1) that each coarse pixel lo..hi-1 covers.
-            starts = np.arange(lo, hi) * f
-            return (np.minimum(starts + f, full1) - np.maximum(starts, full0)).astype(np.float64)
-
-        def count(tile: tuple[int, int, int, int]) -> np.ndarray | str:
-            ty0, ty1, tx0, tx1 = tile
-            key = tile_key(path, arr.chunks, tile)
-            if key in skip:
-                return key
+        while True:
+            good = [t for t in tiles if tile_key(path, arr.chunks, t) not in skip]
             try:
-                labels = np.asarray(arr[ty0:ty1, tx0:tx1])
-            except Exception as exc:  # bytes that do not decode: name the chunk
+                st = class_stats(self.scene_id, _Decoding(arr, self, path), b, level, good,
+                                 self.classes, self.georef, READ_WORKERS)
+                break
+            except DamagedOutputError as exc:  # a chunk that does not decode
                 if not allow_incomplete:
-                    raise decode_failure(self, key, exc) from None
-                return key
-            if level == 0:
-                return np.bincount(labels.ravel(), minlength=n).astype(np.float64)
-            w = np.outer(weights(ty0, ty1, b[0], b[1]), weights(tx0, tx1, b[2], b[3]))
-            return np.bincount(labels.ravel(), weights=w.ravel(), minlength=n)
-
-        with ThreadPoolExecutor(READ_WORKERS) as pool:
-            parts = list(pool.map(count, tiles))
-        counts = sum((p for p in parts if not isinstance(p, str)), np.zeros(n))
-        left_out = tuple(sorted(p for p in parts if isinstance(p, str)))
-        if self.georef is not None:
-            _, dx, rx, _, ry, dy = self.georef.transform
-            pixel_area, unit = abs(dx * dy - rx * ry), "crs_unit2"
-        else:
-            pixel_area, unit = 1.0, "px"
-        total = (b[1] - b[0]) * (b[3] - b[2])
-        covered = float(counts.sum())  # level-0 pixels of the window that were counted
-        cov = covered / total if allow_incomplete else None
-        rows = tuple(
-            ClassRow(i, self.classes[i][0] if i < len(self.classes) else str(i), float(c),
-                     float(c) * pixel_area, float(c) / max(covered, 1.0), cov)
-            for i, c in enumerate(counts) if c > 0 or i < len(self.classes)
-        )
-        return ClassStats(self.scene_id, level, b, level == 0, pixel_area, unit, rows, cov,
-                          left_out)
+                    raise
+                skip |= set(exc.chunks)
+        return with_coverage(st, b, skip) if allow_incomplete else st
 
     # -- preview
     def preview(
@@ -551,12 +496,14 @@ class SceneView:
         img.save(out, format="PNG")
         return out
 
-    def _source_rgb(self, b: tuple[int, int, int, int], step: int,
-                    shape: tuple[int, int]) -> np.ndarray:
-        from PIL import Image
+    def _source_info(self) -> Any:
+        """The input scene, from the provenance (older stores: by cataloguing its URL)."""
+        from pipeline.scene import SceneInfo
 
+        recorded = self.hgn.get("input_scene")
+        if isinstance(recorded, Mapping):
+            return SceneInfo.from_dict(recorded)
         from pipeline.catalog import catalog
-        from pipeline.io.readers import open_scene
 
         url = self.hgn.get("input_url")
         layout = (self.hgn.get("config") or {}).get("layout", "CHW")
@@ -566,8 +513,18 @@ class SceneView:
         if len(cat.scenes) != 1:
             reasons = "; ".join(str(f) for f in cat.failures) or f"{len(cat.scenes)} scenes"
             raise QueryError(f"scene {self.scene_id!r}: source {url} cannot be read ({reasons})")
-        info = cat.scenes[0]
+        return cat.scenes[0]
+
+    def _source_rgb(self, b: tuple[int, int, int, int], step: int,
+                    shape: tuple[int, int]) -> np.ndarray:
+        from PIL import Image
+
+        from pipeline.io.readers import open_scene
+
+        info = self._source_info()
         bands = (self.hgn.get("config") or {}).get("bands") or list(range(info.bands))
+        if max(bands) >= info.bands:  # the run read this scene as stored (preflight.scene_bands)
+            bands = list(range(info.bands))
         bands = list(bands[:3]) if len(bands) >= 3 else [bands[0]] * 3
         reader = open_scene(info, self._so)
         y0, y1, x0, x1 = b
