@@ -51,6 +51,7 @@ class DryRun:
     note: str | None = None  # why there is no estimate
     per_scene_s: float | None = None  # fixed cost of one scene, measured here
     inference_s: float | None = None
+    startup_s: float = 0.0  # loading the model once (each worker does it at start)
 
     @property
     def overhead_s(self) -> float:
@@ -71,7 +72,8 @@ class DryRun:
             console.print(f"no time estimate: {self.note}", highlight=False)
         if self.estimated_s is not None:
             console.print(
-                f"estimated time: {self.estimated_s:.0f} s = inference {self.inference_s:.0f} s "
+                f"estimated time: {self.estimated_s:.0f} s = model load {self.startup_s:.0f} s "
+                f"+ inference {self.inference_s:.0f} s "
                 f"with {self.workers} worker(s) at {self.rate_mpx_s:.2f} Mpx/s each + per-scene "
                 f"overhead {self.overhead_s:.0f} s ({self.scenes} scenes x "
                 f"{self.per_scene_s or 0:.2f} s: open input, create, finalize, record; measured "
@@ -116,14 +118,15 @@ def dry_run(
             use_gpu=cfg.use_gpu if res.get("GPU") else False,
             reserve_cpus=cfg.effective_reserve_cpus,
         ).num_actors
-    rate, note, per_scene = None, None, None
+    rate, note, per_scene, startup = None, None, None, 0.0
     if measure and cat.scenes:
         try:
-            rate, per_scene = _measure(cat.scenes[0], plan.grids[0], cfg, loader, so)
+            rate, per_scene, startup = _measure(cat.scenes[0], plan.grids[0], cfg, loader, so)
         except Exception as e:  # a dry run reports; it does not fail on the first scene
             note = f"could not time scene {cat.scenes[0].scene_id!r}: {type(e).__name__}: {e}"
     inference = summary.estimated_seconds(rate * workers) if rate else None
-    est = inference + len(cat.scenes) * per_scene if inference is not None and per_scene else None
+    est = (startup + inference + len(cat.scenes) * per_scene
+           if inference is not None and per_scene else None)
     return DryRun(
         scenes=len(cat.scenes),
         failures=[(f.scene_id, f.reason) for f in cat.failures],
@@ -134,16 +137,19 @@ def dry_run(
         note=note,
         per_scene_s=per_scene,
         inference_s=inference,
+        startup_s=startup,
     )
 
 
 def _measure(
     scene: SceneInfo, grid: SceneGrid, cfg: RunConfig, loader: Any, so: dict[str, Any]
-) -> tuple[float, float]:
-    """(model-input Mpx/s of one worker, seconds a scene costs besides inference)."""
+) -> tuple[float, float, float]:
+    """(model-input Mpx/s of one worker, seconds per scene besides inference, model load s)."""
+    t = time.perf_counter()
     with LocalExecutor(loader or cfg.checkpoint, threads=cfg.threads_per_actor) as ex:
+        startup = time.perf_counter() - t
         rate = _rate(ex.processor, scene, grid, cfg, so)
-        return rate, _scene_overhead(ex, scene, cfg, so)
+        return rate, _scene_overhead(ex, scene, cfg, so), startup
 
 
 def _rate(proc: Any, scene: SceneInfo, grid: SceneGrid, cfg: RunConfig,

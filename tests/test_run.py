@@ -150,7 +150,7 @@ def test_dry_run_plans_and_measures_without_writing(archive, tmp_path):
     assert d.inference_s == pytest.approx(d.plan.input_pixels / 1e6 / (d.rate_mpx_s * 2))
     # Each scene's fixed cost (open, create, finalize, record) is measured and added.
     assert d.per_scene_s and d.per_scene_s > 0
-    assert d.estimated_s == pytest.approx(d.inference_s + 2 * d.per_scene_s)
+    assert d.estimated_s == pytest.approx(d.startup_s + d.inference_s + 2 * d.per_scene_s)
     assert not (tmp_path / "out").exists()
 
 
