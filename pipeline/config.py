@@ -108,8 +108,10 @@ class RunConfig(BaseModel):
     # --- input -------------------------------------------------------------------------
     layout: Literal["CHW", "HWC"] = Field(
         "CHW",
-        description="Axis order of plain zarr/TIFF scene arrays: 'CHW' (bands first) or 'HWC' "
-        "(bands last). OME-Zarr images follow their own axes metadata.",
+        description="Axis order of plain zarr scene arrays: 'CHW' (bands first) or 'HWC' "
+        "(bands last), any case. OME-Zarr and raster files declare their own. Not given: CHW, "
+        "and a 3-D array whose last axis is 1-16 long and first in the hundreds is refused "
+        "with the advice layout: hwc.",
     )
     bands: tuple[int, ...] | None = Field(
         None,
@@ -259,6 +261,11 @@ class RunConfig(BaseModel):
         description="Seconds to wait for every model actor to start and load its model before "
         "the run fails with a diagnosis (e.g. no GPUs for num_gpus=1).",
     )
+
+    @field_validator("layout", mode="before")
+    @classmethod
+    def _layout_any_case(cls, v: Any) -> Any:
+        return v.upper() if isinstance(v, str) else v  # `layout: hwc` as well as HWC
 
     @field_validator("bands")
     @classmethod
