@@ -10,7 +10,8 @@ here, once, before anything is written:
   archive). Refused: an empty id or segment, ``.`` / ``..`` segments, a leading ``/``,
   backslashes, control characters (newline, tab, NUL...), and a segment longer than
   :data:`MAX_SEGMENT_BYTES` once the store suffix is added (filesystems allow 255 bytes);
-- an **export path** is a scene id plus a file suffix below an export root, by the same rule.
+- an **export path** ends in a file name by the same segment rule, with a ``.tif`` suffix,
+  outside every scene store and ``_hgn/``.
 
 Violations raise :class:`~pipeline.errors.NameRefusedError` naming the value, the rule broken
 and the fix; :func:`scene_id_problem` returns the reason instead, so the catalog can fail one
@@ -26,9 +27,9 @@ from pipeline.errors import NameRefusedError
 __all__ = [
     "MAX_RUN_ID",
     "MAX_SEGMENT_BYTES",
+    "check_export_path",
     "check_run_id",
     "check_scene_id",
-    "export_relpath",
     "scene_id_problem",
 ]
 
@@ -88,10 +89,23 @@ def check_scene_id(scene_id: str, suffix: str = _LONGEST_SUFFIX) -> str:
     return scene_id
 
 
-def export_relpath(scene_id: str, suffix: str) -> str:
-    """The path of a scene's exported file relative to the export root (``a/b`` + ``.tif``)."""
-    if not re.fullmatch(r"(\.[A-Za-z0-9]{1,10}){1,2}", suffix):
+def check_export_path(path: str) -> str:
+    """``path`` if it may receive an exported file; else :class:`NameRefusedError`.
+
+    Its file name follows the segment rule and ends in ``.tif`` / ``.tiff``; it may not lie
+    inside a scene's store (``*.ome.zarr``) or the pipeline's ``_hgn`` folder, whose contents
+    the ledger and the checksums describe.
+    """
+    parts = [p for p in str(path).replace("\\", "/").split("/") if p]
+    name = parts[-1] if parts else ""
+    why = scene_id_problem(name, "") if name not in (".", "..") else "it is '.' or '..'"
+    if why is None and not name.lower().endswith((".tif", ".tiff")):
+        why = "it does not end in .tif or .tiff (a Cloud-Optimized GeoTIFF)"
+    if why is None and any(p.endswith(".ome.zarr") or p == "_hgn" for p in parts[:-1]):
+        why = "it lies inside an output store or _hgn/, which only the pipeline writes"
+    if why is not None:
         raise NameRefusedError(
-            f"export suffix {suffix!r} is refused: use a file extension such as '.tif'"
+            f"export path {str(path)!r} is refused: {why}; write the file beside the output, "
+            "e.g. --path exports/tile-042.tif"
         )
-    return check_scene_id(scene_id, suffix) + suffix
+    return str(path)

@@ -17,7 +17,7 @@ from pipeline.cli import app
 from pipeline.config import load_config
 from pipeline.errors import NameRefusedError
 from pipeline.execute import LocalExecutor
-from pipeline.names import check_run_id, check_scene_id, export_relpath, scene_id_problem
+from pipeline.names import check_export_path, check_run_id, check_scene_id, scene_id_problem
 from pipeline.resume import run_resumable
 
 
@@ -43,14 +43,18 @@ def test_scene_ids_that_cannot_be_paths_are_refused(bad: str) -> None:
     assert scene_id_problem(bad) is not None
     with pytest.raises(NameRefusedError, match=r"scene id .* is refused"):
         check_scene_id(bad)
-    with pytest.raises(NameRefusedError):
-        export_relpath(bad, ".tif")
 
 
-def test_export_paths_follow_the_scene_rule() -> None:
-    assert export_relpath("tiles/t-042", ".tif") == "tiles/t-042.tif"
-    with pytest.raises(NameRefusedError, match="suffix"):
-        export_relpath("a", "/../../x")
+@pytest.mark.parametrize("bad", ["out/a\nb.tif", "out/x.png", "out/..", "",
+                                 "out/s.ome.zarr/labels.tif", "out/_hgn/x.tif", "x.tif\x00"])
+def test_export_paths_that_are_refused(bad: str) -> None:
+    with pytest.raises(NameRefusedError, match=r"export path .* is refused"):
+        check_export_path(bad)
+
+
+def test_export_paths_that_pass() -> None:
+    for good in ("exports/tile-042.tif", "s3://b/exports/a b.TIFF", "/tmp/x.tif"):
+        assert check_export_path(good) == good
 
 
 def test_run_id_escaping_the_output_is_refused_and_nothing_is_written(tmp_path: Path) -> None:
