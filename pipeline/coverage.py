@@ -15,9 +15,9 @@ from __future__ import annotations
 from typing import Any
 
 from pipeline.errors import DamagedOutputError
-from pipeline.integrity import SceneIntegrity, chunk_key
+from pipeline.integrity import SceneIntegrity, listing, chunk_key
 
-__all__ = ["decode_failure", "tile_key", "untrusted"]
+__all__ = ["DecodingArray", "decode_failure", "tile_key", "trusted_tiles", "untrusted"]
 
 _SHOWN = 8  # chunk keys named in one message; the count says how many more
 
@@ -62,7 +62,7 @@ def untrusted(view: Any, integrity: SceneIntegrity, array_path: str, level: int,
         for key in wanted:
             problems[key] = "not computed"
     if not integrity.tracked and view.hgn.get("status") != "complete":
-        listed = view.stored_keys()
+        listed = set(listing(view.url, view._so))
         for key in wanted - listed:  # unknown: only what is stored can be counted
             problems.setdefault(key, "not computed")
     bad = sorted(k for k in wanted if k in problems)
@@ -78,3 +78,32 @@ def decode_failure(view: Any, key: str, exc: BaseException) -> DamagedOutputErro
         f"{type(exc).__name__}); " + _fix(view, "damaged"),
         (key,),
     )
+
+
+def trusted_tiles(view: Any, layer: str, level: int, lbox: tuple[int, int, int, int],
+                  chunks: tuple[int, int], allow_incomplete: bool
+                  ) -> tuple[list[tuple[int, int, int, int]], set[str], str]:
+    """(chunk tiles of ``lbox``, keys not to read, array path) for ``view``; refuses unless
+    ``allow_incomplete`` (see :func:`untrusted`)."""
+    from pipeline.io.omezarr import LABELS_LAYER
+
+    path = f"labels/{LABELS_LAYER}/{level}" if layer == LABELS_LAYER else str(level)
+    tiles = view._tiles(chunks, lbox)
+    skip = untrusted(view, view.integrity(), path, level, tiles, chunks, allow_incomplete)
+    return tiles, skip, path
+
+
+class DecodingArray:
+    """A label array whose reads name the chunk that does not decode (DamagedOutputError)."""
+
+    def __init__(self, arr: Any, view: Any, path: str) -> None:
+        self._arr, self._view, self._path = arr, view, path
+        self.chunks = arr.chunks
+
+    def __getitem__(self, key: tuple[slice, slice]) -> Any:
+        try:
+            return self._arr[key]
+        except Exception as exc:
+            tile = (key[0].start or 0, 0, key[1].start or 0, 0)
+            raise decode_failure(self._view, tile_key(self._path, self.chunks, tile),
+                                 exc) from None

@@ -46,7 +46,7 @@ __all__ = [
     "check_scene",
     "digest",
     "digest_store",
-    "unit_chunk_keys",
+    "listing",
 ]
 
 PYRAMID_UNIT = "pyramid"  # ledger marker id holding the pyramid chunks' checksums of a scene
@@ -133,16 +133,6 @@ def block_keys(array_path: str, chunk: tuple[int, int], y0: int, x0: int, h: int
             for cx in range(x0 // cw, math.ceil((x0 + w) / cw))]
 
 
-def unit_chunk_keys(unit_id: str, arrays: Iterable[str], chunk: tuple[int, int],
-                    unit_chunks: int, shape: tuple[int, int]) -> list[str]:
-    """Level-0 keys a work unit (``<scene>#r<row>c<col>``) writes, from the plan's grid rule."""
-    row, col = (int(v) for v in unit_id.rsplit("#r", 1)[1].split("c"))
-    n_rows, n_cols = math.ceil(shape[0] / chunk[0]), math.ceil(shape[1] / chunk[1])
-    cys = range(row * unit_chunks, min((row + 1) * unit_chunks, n_rows))
-    cxs = range(col * unit_chunks, min((col + 1) * unit_chunks, n_cols))
-    return [chunk_key(a, cy, cx) for a in arrays for cy in cys for cx in cxs]
-
-
 # --------------------------------------------------------------------------- checking
 
 
@@ -197,7 +187,7 @@ class SceneIntegrity:
         return f"{head} chunks: {shown}{more}"
 
 
-def _listing(store_url: str, options: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+def listing(store_url: str, options: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     """key -> listing entry (size, ETag / mtime) of every object below the store."""
     fs = get_fs(store_url, options)
     root = strip_protocol(store_url).rstrip("/")
@@ -266,7 +256,7 @@ def check_scene(
     result = SceneIntegrity(scene_id, store_url, recorded=len(expected))
     for key, unit in sorted((not_computed or {}).items()):
         result.problems.append(ChunkProblem(key, "not computed", unit))
-    listed = _listing(store_url, options)
+    listed = listing(store_url, options)
     since = _stamp_s(done_at)
     to_hash: list[tuple[str, dict[str, Any], str | None]] = []
     for key, (record, unit) in sorted(expected.items()):

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.coverage import decode_failure, tile_key, untrusted
+from pipeline.coverage import DecodingArray, decode_failure, tile_key, trusted_tiles
 from pipeline.errors import (
     DamagedOutputError,
     OutputNotFoundError,
@@ -181,22 +181,6 @@ class OutputStore:
         return SceneView(writer, self.storage_options)
 
 
-class _Decoding:
-    """A label array whose reads name the chunk that does not decode (DamagedOutputError)."""
-
-    def __init__(self, arr: Any, view: SceneView, path: str) -> None:
-        self._arr, self._view, self._path = arr, view, path
-        self.chunks = arr.chunks
-
-    def __getitem__(self, key: tuple[slice, slice]) -> Any:
-        try:
-            return self._arr[key]
-        except Exception as exc:
-            tile = (key[0].start or 0, 0, key[1].start or 0, 0)
-            raise decode_failure(self._view, tile_key(self._path, self.chunks, tile),
-                                 exc) from None
-
-
 class SceneView:
     """Read access to one scene's OME-Zarr store."""
 
@@ -224,19 +208,6 @@ class SceneView:
             self._integrity = inspect_scene(self.output_url, self.scene_id, self._so)
         return self._integrity
 
-    def stored_keys(self) -> set[str]:
-        """Keys of every object stored below this scene's store."""
-        from pipeline.integrity import _listing
-
-        return set(_listing(self.url, self._so))
-
-    def _trusted_tiles(self, layer: str, level: int, lbox: _Box, chunks: tuple[int, int],
-                       allow_incomplete: bool) -> tuple[list[_Box], set[str], str]:
-        """(tiles of ``lbox``, keys not to read, array path); refuses unless allowed."""
-        path = f"labels/{LABELS_LAYER}/{level}" if layer == LABELS_LAYER else str(level)
-        tiles = self._tiles(chunks, lbox)
-        skip = untrusted(self, self.integrity(), path, level, tiles, chunks, allow_incomplete)
-        return tiles, skip, path
 
     def _read_classes(self) -> list[tuple[str, tuple[int, int, int, int]]]:
         import zarr
@@ -358,7 +329,8 @@ class SceneView:
         b = self.pixel_box(box, bbox, clip)
         arr = self._array(layer, level)
         lbox = self._level_box(b, level)
-        tiles, skip, path = self._trusted_tiles(layer, level, lbox, arr.chunks, allow_incomplete)
+        tiles, skip, path = trusted_tiles(self, layer, level, lbox, arr.chunks,
+                                          allow_incomplete)
         ly0, ly1, lx0, lx1 = lbox
         out = np.zeros((ly1 - ly0, lx1 - lx0), dtype=np.uint8)
         for ty0, ty1, tx0, tx1 in tiles:
@@ -439,12 +411,12 @@ class SceneView:
         """
         b = self.pixel_box(box, bbox, clip)
         arr = self._array(LABELS_LAYER, level)
-        tiles, skip, path = self._trusted_tiles(LABELS_LAYER, level, self._level_box(b, level),
-                                                arr.chunks, allow_incomplete)
+        tiles, skip, path = trusted_tiles(self, LABELS_LAYER, level, self._level_box(b, level),
+                                          arr.chunks, allow_incomplete)
         while True:
             good = [t for t in tiles if tile_key(path, arr.chunks, t) not in skip]
             try:
-                st = class_stats(self.scene_id, _Decoding(arr, self, path), b, level, good,
+                st = class_stats(self.scene_id, DecodingArray(arr, self, path), b, level, good,
                                  self.classes, self.georef, READ_WORKERS)
                 break
             except DamagedOutputError as exc:  # a chunk that does not decode

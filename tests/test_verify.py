@@ -169,7 +169,7 @@ def test_nightly_redoes_missing_and_damaged_chunks_of_unchanged_scenes(clean, tm
 @pytest.mark.s3
 def test_on_s3_the_listing_etags_reveal_a_rewritten_chunk_and_repair_works(
         clean, s3_server, s3_bucket) -> None:
-    from pipeline.integrity import _etag, _listing
+    from pipeline.integrity import _etag, listing
     from pipeline.ops.checks import inspect_scene
 
     archive, good = clean
@@ -180,7 +180,7 @@ def test_on_s3_the_listing_etags_reveal_a_rewritten_chunk_and_repair_works(
     with LocalExecutor(TinyLoader()) as ex:
         assert run_resumable(str(archive), out, cfg, executor=ex).run.ok
     store = f"{out}/a.ome.zarr"
-    listed = _listing(store, so)
+    listed = listing(store, so)
     assert _etag(listed[FLIPPED]) is not None, "single-part PUTs: the ETag is the md5"
     fs = s3_server.filesystem()
     key = f"{store.removeprefix('s3://')}/{FLIPPED}"
