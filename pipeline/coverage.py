@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from pipeline.errors import DamagedOutputError
-from pipeline.integrity import SceneIntegrity, listing, chunk_key
+from pipeline.integrity import SceneIntegrity, chunk_key, listing
 
 __all__ = ["DecodingArray", "decode_failure", "tile_key", "trusted_tiles", "untrusted"]
 
