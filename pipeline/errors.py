@@ -25,6 +25,7 @@ __all__ = [
     "LedgerMismatchError",
     "LockLostError",
     "NameRefusedError",
+    "NoAreaError",
     "NonFiniteError",
     "OutputError",
     "OutputNotFoundError",
@@ -117,6 +118,10 @@ class DamagedOutputError(OutputError):
 
     def __reduce__(self) -> tuple[object, ...]:
         return (type(self), (self.args[0], self.chunks))
+
+
+class NoAreaError(PipelineError, ValueError):
+    """The grid has no CRS (or no georeference): areas cannot be given in m2."""
 
 
 class WindowError(PipelineError, ValueError):
