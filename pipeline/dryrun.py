@@ -33,8 +33,8 @@ from pipeline.storage import resolve_url, storage_options_from
 __all__ = ["OVERHEAD_SCENES", "DryRun", "dry_run"]
 
 OVERHEAD_SCENES = 4  # probe scenes run end to end to time a scene's fixed cost
-RATE_WARMUPS = 2  # untimed passes first: a new process's first passes are slow
-RATE_PASSES = 3  # timed passes (median), within RATE_BUDGET_S after the first
+RATE_WARMUPS = 3  # untimed passes first: a new process's first passes are slow
+RATE_PASSES = 5  # timed passes (median), within RATE_BUDGET_S after the first
 RATE_BUDGET_S = 10.0
 
 
