@@ -17,13 +17,15 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
-from pipeline.errors import RayConnectError
+from pipeline.errors import RayConnectError, RunInterrupted
 from pipeline.lifecycle import deadline, reinstall
 
 __all__ = ["DEFAULT_CONNECT_TIMEOUT_S", "PrivateRay", "connect", "probe", "start_private"]
@@ -74,7 +76,7 @@ def connect(address: str, timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S, **init: 
         "reach it, or raise connect_timeout_s"
     )
     try:
-        with deadline(timeout_s, message):
+        with deadline(timeout_s, message), _ray_sigterm_is_ours():
             ray.init(address=address, **init)
     except ConnectionError as exc:
         raise RayConnectError(
@@ -83,6 +85,18 @@ def connect(address: str, timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S, **init: 
         ) from None
     finally:
         reinstall()  # ray.init replaced our SIGTERM handler with its own
+
+
+@contextlib.contextmanager
+def _ray_sigterm_is_ours() -> Iterator[None]:
+    """``ray.init`` installs a SIGTERM handler calling ``sys.exit(15)`` as it begins; a signal
+    during the call then surfaces as SystemExit: make it our :class:`RunInterrupted`."""
+    try:
+        yield
+    except SystemExit as exc:
+        if exc.code == signal.SIGTERM:
+            raise RunInterrupted(signal.SIGTERM) from None
+        raise
 
 
 def _children() -> dict[int, float]:
@@ -132,7 +146,15 @@ def start_private(**init: Any) -> PrivateRay:
 
     before = _children()
     try:
-        ray.init(address="local", **init)
+        with _ray_sigterm_is_ours():
+            ray.init(address="local", **init)
+    except BaseException:  # a signal or an error while starting: stop what was started
+        with contextlib.suppress(Exception):
+            ray.shutdown()
+        from pipeline.reaper import reap
+
+        reap({pid: t for pid, t in _children().items() if before.get(pid) != t})
+        raise
     finally:
         reinstall()
     started = sorted(pid for pid, t in _children().items() if before.get(pid) != t)

@@ -232,3 +232,32 @@ def test_private_ray_does_not_outlive_a_sigkilled_driver() -> None:
         with contextlib.suppress(psutil.Error):
             names.append(" ".join(psutil.Process(pid).cmdline())[:80])
     assert not left, f"{len(left)} Ray processes outlived their driver by 30 s: {names}"
+
+
+@pytest.mark.ray
+def test_sigterm_while_the_private_ray_starts_leaves_no_lock_and_no_ray(setup, tmp_path):
+    archive, ckpt = setup
+    out = tmp_path / "out"
+    proc = _cli(_run_args(archive, ckpt, out, "--num-cpus", "1"))
+    _wait_for(out / "_hgn" / "lock.json", proc, "the run lock")
+    deadline = time.monotonic() + TIMEOUT_S
+    while not any("raylet" in " ".join(_cmd(p)) for p in _tree(proc.pid)):
+        assert proc.poll() is None and time.monotonic() < deadline, "Ray never started"
+        time.sleep(0.05)
+    started = _tree(proc.pid)
+    proc.send_signal(signal.SIGTERM)  # Ray is half started: no driver session yet
+    code, text = _finish(proc)
+    assert code == 128 + signal.SIGTERM, text[-3000:]
+    assert not (out / "_hgn" / "lock.json").exists()
+    deadline = time.monotonic() + 30
+    while any(_running(p, t) for p, t in started.items()) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    left = [" ".join(_cmd(p))[:80] for p, t in started.items() if _running(p, t)]
+    assert not left, f"Ray processes left after SIGTERM during start: {left}"
+
+
+def _cmd(pid: int) -> list[str]:
+    try:
+        return psutil.Process(pid).cmdline()
+    except psutil.Error:
+        return []
