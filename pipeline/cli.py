@@ -78,7 +78,12 @@ def run_cmd(
         typer.Option("--num-cpus", help="CPUs of the private local Ray (default: all cores)."),
     ] = None,
     local: Annotated[
-        bool, typer.Option("--local", help="No Ray: run in this process (small jobs, debugging).")
+        bool,
+        typer.Option(
+            "--local",
+            help="No Ray: run in this process (small jobs, debugging), with threads_per_actor "
+            "torch threads: the same bytes as Ray actors at that setting.",
+        ),
     ] = False,
     dry_run: Annotated[
         bool,
@@ -103,6 +108,7 @@ def run_cmd(
     from pipeline.dryrun import dry_run as plan_only
     from pipeline.execute import ray_session
     from pipeline.resume import ResumableRun
+    from pipeline.run import RunRequest
 
     try:
         check_num_cpus(num_cpus)
@@ -118,10 +124,11 @@ def run_cmd(
         # Ray starts only when there is work to do (a no-op rerun costs no cluster).
         session = None if local else (lambda: ray_session(
             address, num_cpus=num_cpus, connect_timeout_s=cfg.connect_timeout_s))
-        with handle_signals(), ResumableRun(input, output, cfg, run_id=run_id) as rr:
+        request = RunRequest(input, output, cfg, run_id=run_id, progress=progress,
+                             console=console, summary=True, session=session)
+        with handle_signals(), ResumableRun(request) as rr:
             rr.plan()
-            run = rr.execute(progress=progress, console=console, summary=True, session=session)
-            result = rr.result(run)
+            result = rr.result(rr.execute())
         console.print(result.describe(), highlight=False, soft_wrap=True)
     except (PipelineError, ValueError, OSError) as e:
         raise _fail(console, e) from None

@@ -111,13 +111,14 @@ def dry_run(
     summary = plan.summary()
     if workers is None:
         res = ray.cluster_resources() if ray.is_initialized() else {"CPU": os.cpu_count() or 1}
-        workers = pool_spec(
+        spec = pool_spec(
             res,
-            num_actors=cfg.num_actors,
+            max_actors=cfg.max_actors,
             threads=cfg.threads_per_actor,
             use_gpu=cfg.use_gpu if res.get("GPU") else False,
             reserve_cpus=cfg.effective_reserve_cpus,
-        ).num_actors
+        )
+        workers = min(spec.target([res]), max(1, spec.fit([res])))  # actors that fit now
     rate, note, per_scene, startup = None, None, None, 0.0
     if measure and cat.scenes:
         try:

@@ -30,6 +30,7 @@ __all__ = [
     "OutputError",
     "OutputNotFoundError",
     "PipelineError",
+    "PoolLostError",
     "QueryError",
     "RayConnectError",
     "RunInterrupted",
@@ -122,6 +123,13 @@ class DamagedOutputError(OutputError):
 
 class NoAreaError(PipelineError, ValueError):
     """The grid has no CRS (or no georeference): areas cannot be given in m2."""
+
+
+class PoolLostError(PipelineError, RuntimeError):
+    """The run had no model actor alive for longer than ``no_actor_timeout_s``.
+
+    What was written is recorded in the ledger: rerunning the same command resumes.
+    """
 
 
 class WindowError(PipelineError, ValueError):

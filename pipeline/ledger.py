@@ -36,6 +36,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 from urllib.parse import unquote
 
+from pipeline.config import OUTPUT_SETTINGS, output_settings
 from pipeline.errors import LedgerMismatchError
 from pipeline.hgnstore import HgnStore, now_utc, segment
 
@@ -51,14 +52,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 STATES = ("pending", "running", "done", "failed")
-# Config fields that change the labels written (batch size, actor counts, retries do not).
-OUTPUT_SETTINGS = (
-    "layout", "bands", "value_max", "chunk", "halo", "unit_chunks", "confidence",
-    "pyramid_levels",
-)
-# Output settings that enter the fingerprint only when set, so outputs written before these
-# fields existed keep their fingerprint (and resume).
-OPTIONAL_OUTPUT_SETTINGS = ("nodata", "band_files")
 # Bump when the pipeline's own output for identical settings changes (padding, stitching).
 LEDGER_FORMAT = 2  # 2: no reflection beyond scene edges (windows padded only for the model)
 _NO_TOKEN = "_"  # marker folder of chunks recorded without a per-scene token
@@ -93,8 +86,7 @@ class RunFingerprint:
             raise ValueError(f"config lacks output settings {missing}; pass a full RunConfig")
         if not checkpoint_sha256:
             raise ValueError("checkpoint_sha256 is empty; pass Segmenter.config.sha256")
-        settings = {k: data[k] for k in OUTPUT_SETTINGS}
-        settings.update({k: data[k] for k in OPTIONAL_OUTPUT_SETTINGS if data.get(k) is not None})
+        settings = output_settings(data)
         settings.update(checkpoint_sha256=checkpoint_sha256, arch=arch, format=LEDGER_FORMAT)
         return cls.from_settings(settings)
 

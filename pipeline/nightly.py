@@ -16,16 +16,14 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Mapping
-from contextlib import AbstractContextManager
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
-
-from rich.console import Console
 
 from pipeline.config import RunConfig
 from pipeline.hgnstore import HgnStore, now_utc
 from pipeline.resume import ResumableRun
+from pipeline.run import RunRequest
 from pipeline.storage import resolve_url
 
 __all__ = ["HISTORY_LOG", "NightlyReport", "nightly", "read_history"]
@@ -69,26 +67,22 @@ class NightlyReport:
 
 
 def nightly(
-    input_url: str,
-    output_url: str,
-    cfg: RunConfig,
-    *,
-    executor: Any | None = None,
-    run_id: str | None = None,
-    session: Callable[[], AbstractContextManager[Any]] | None = None,
-    progress: bool = False,
-    console: Console | None = None,
-    summary: bool = False,
+    request: RunRequest | str,
+    output_url: str | None = None,
+    config: RunConfig | None = None,
+    /,
+    **options: Any,
 ) -> NightlyReport:
     """Process what changed in the archive since the last run; append to the history.
 
+    Takes a :class:`~pipeline.run.RunRequest` (or its parts, as for ``run_pipeline``); its
     ``session`` (e.g. ``lambda: ray_session(address)``) is entered only when there is work.
     """
     t0 = time.perf_counter()
     started = now_utc()
-    with ResumableRun(input_url, output_url, cfg, executor=executor, run_id=run_id) as rr:
+    with ResumableRun(request, output_url, config, **options) as rr:
         rr.plan()
-        run = rr.execute(progress=progress, console=console, summary=summary, session=session)
+        run = rr.execute()
         res = rr.result(run)
         report = NightlyReport(
             run_id=rr.run_id, started=started, finished=now_utc(),

@@ -77,6 +77,9 @@ class RunManifest:
     finished: str | None = None
     config: dict[str, Any] = field(default_factory=dict)
     model: dict[str, Any] = field(default_factory=dict)
+    # kind, workers, gpu_ids, actors: [{actor_id, node_id, gpu_ids, pid, state, started,
+    # stopped, units, batches, busy_s, alive_s, busy_fraction, joined, reason}], joined, lost,
+    # units_redone, busy_fraction (see pipeline.execute.ActorStats)
     executor: dict[str, Any] = field(default_factory=dict)
     plan: dict[str, Any] = field(default_factory=dict)
     stages: dict[str, float] = field(default_factory=dict)  # wall seconds per driver stage
@@ -178,6 +181,9 @@ def render_summary(manifest: RunManifest, console: Console | None = None) -> Non
         f"end to end ({manifest.mpx_per_s('execute'):.2f} Mpx/s while executing); {stages}",
         highlight=False,
     )
+    actors = manifest.executor.get("actors", [])
+    if actors:
+        console.print(_actors_line(manifest.executor), highlight=False, soft_wrap=True)
     io = sum(s.io_retries for s in manifest.scenes) + manifest.driver_retries.get("io", 0)
     client = sum(s.storage_retries for s in manifest.scenes)
     client += manifest.driver_retries.get("storage", 0)
@@ -186,6 +192,21 @@ def render_summary(manifest: RunManifest, console: Console | None = None) -> Non
             f"storage retries: {io} by the pipeline (io_retries), {client} inside the S3 client",
             highlight=False,
         )
+
+
+def _actors_line(ex: dict[str, Any]) -> str:
+    """'actors: 4 ran on 3 nodes (2 joined during the run, 1 lost; 6 units redone), ...'"""
+    actors = ex["actors"]
+    nodes = len({a["node_id"] for a in actors})
+    extra = [f"{ex['joined']} joined during the run"] if ex.get("joined") else []
+    if ex.get("lost"):
+        extra.append(f"{ex['lost']} lost; {ex.get('units_redone', 0)} units redone")
+    more = f" ({', '.join(extra)})" if extra else ""
+    per = ", ".join(f"{a['units']}" for a in actors)
+    return (
+        f"actors: {len(actors)} ran on {nodes} node(s){more}; units per actor {per}; "
+        f"busy {ex.get('busy_fraction', 0.0):.0%} of their time in the model"
+    )
 
 
 # ------------------------------------------------------------------ accuracy (Dask reductions)
