@@ -22,7 +22,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -33,6 +32,7 @@ from pydantic import (
 )
 
 from pipeline.errors import ConfigError
+from pipeline.parsing import load_yaml_mapping
 from pipeline.storage import S3Options
 
 __all__ = [
@@ -117,13 +117,17 @@ class BandFiles(BaseModel):
 class RunConfig(BaseModel):
     """Settings of one pipeline run. Frozen: derive variants with :meth:`with_overrides`."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+    # allow_inf_nan=False: "inf" or ".nan" is never a meaningful limit, delay or scale.
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True,
+                              allow_inf_nan=False)
 
     # --- input -------------------------------------------------------------------------
     layout: Literal["CHW", "HWC"] = Field(
         "CHW",
-        description="Axis order of plain zarr/TIFF scene arrays: 'CHW' (bands first) or 'HWC' "
-        "(bands last). OME-Zarr images follow their own axes metadata.",
+        description="Axis order of plain zarr scene arrays: 'CHW' (bands first) or 'HWC' "
+        "(bands last), any case. OME-Zarr and raster files declare their own. Not given: CHW, "
+        "and a 3-D array whose last axis is 1-16 long and first in the hundreds is refused "
+        "with the advice layout: hwc.",
     )
     bands: tuple[int, ...] | None = Field(
         None,
@@ -133,6 +137,7 @@ class RunConfig(BaseModel):
     )
     nodata: float | None = Field(
         None,
+        allow_inf_nan=True,  # NaN is a nodata value (the only non-finite float allowed here)
         description="Nodata value for every scene of the archive (overrides the files' own, "
         "e.g. a GeoTIFF nodata tag); .nan for NaN. A pixel is nodata when all its bands equal "
         "it (NaN always counts in float scenes); nodata pixels get label 0 and confidence 0. "
@@ -283,6 +288,13 @@ class RunConfig(BaseModel):
         ge=0,
         description="First retry delay in seconds; doubles on each retry of the same read/write.",
     )
+    connect_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        le=3600,
+        description="Seconds to wait for the Ray cluster given by --address to answer; then "
+        "the run fails naming the address (and releases the output lock).",
+    )
     actor_start_timeout_s: float = Field(
         300.0,
         gt=0,
@@ -297,6 +309,11 @@ class RunConfig(BaseModel):
         "replacements waiting for capacity) before it stops; what was written is recorded, "
         "so rerunning the same command resumes.",
     )
+
+    @field_validator("layout", mode="before")
+    @classmethod
+    def _layout_any_case(cls, v: Any) -> Any:
+        return v.upper() if isinstance(v, str) else v  # `layout: hwc` as well as HWC
 
     @field_validator("bands")
     @classmethod
@@ -408,21 +425,7 @@ def load_config(
     source = "defaults"
     if path is not None:
         source = str(path)
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"config file {source!r} does not exist; pass an existing YAML file")
-        try:
-            loaded = yaml.safe_load(p.read_text())
-        except yaml.YAMLError as e:
-            raise ConfigError(f"config file {source!r} is not valid YAML: {e}") from e
-        if loaded is None:
-            loaded = {}
-        if not isinstance(loaded, dict):
-            raise ConfigError(
-                f"config file {source!r} holds a {type(loaded).__name__}; it must be a mapping "
-                "of field: value (see `hgn-pipeline run --help`)"
-            )
-        data.update(loaded)
+        data.update(load_yaml_mapping(path))  # duplicate keys refused
     if overrides:
         source = f"{source} + overrides" if path is not None else "overrides"
         data.update(overrides)
@@ -456,7 +459,7 @@ def _explain(err: ValidationError, source: str) -> str:
             names = list(model.model_fields)
             close = difflib.get_close_matches(path[-1], names, n=1, cutoff=0.5)
             fix = f"did you mean {close[0]!r}?" if close else "remove it"
-            lines.append(f"  {loc} = {value!r}: unknown field; {fix} (valid: {', '.join(names)})")
+            lines.append(f"{loc} = {value!r}: unknown field; {fix} (valid: {', '.join(names)})")
             continue
         key = (loc, repr(value))
         if key in seen:  # another branch of the same union: merge the reasons
@@ -465,5 +468,6 @@ def _explain(err: ValidationError, source: str) -> str:
         field = RunConfig.model_fields.get(path[0])
         hint = f" Expected: {field.description}" if field is not None and field.description else ""
         seen[key] = len(lines)
-        lines.append(f"  {loc} = {value!r}: {item['msg']}.{hint}")
-    return "\n".join(lines)
+        lines.append(f"{loc} = {value!r}: {item['msg']}.{hint}")
+    # One line (the CLI prints one `error:` line): the source, then each field's problem.
+    return f"{lines[0]} " + " | ".join(lines[1:])

@@ -106,6 +106,7 @@ def keep_previous(output_url: str, scene_ids: Iterable[str], keep: int = 1,
     Scenes without a complete store are left out (nothing to compare with), and so is every
     scene when ``keep`` < 1. Older versions beyond ``keep`` are deleted.
     """
+    from pipeline.errors import OutputNotFoundError
     from pipeline.query import OutputStore, SceneNotFoundError
 
     so = dict(storage_options or {})
@@ -116,8 +117,8 @@ def keep_previous(output_url: str, scene_ids: Iterable[str], keep: int = 1,
     for sid in scene_ids:
         try:
             view = store.scene(sid)
-        except SceneNotFoundError:
-            continue
+        except (SceneNotFoundError, OutputNotFoundError):
+            continue  # no output yet: nothing to keep
         hgn = view.hgn
         if hgn.get("status") != "complete":
             log.info("scene %r: its store is not complete; no previous labels kept", sid)

@@ -17,6 +17,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from pipeline.errors import PERMANENT
 from pipeline.storage import get_fs, join_url, strip_protocol
 
 __all__ = [
@@ -44,6 +45,7 @@ class SceneReport:
     url: str
     status: str = "pending"  # pending -> ok | failed
     error: str | None = None
+    error_kind: str | None = None  # "transient" (a rerun may succeed) | "permanent"
     shape: tuple[int, int, int] | None = None
     dtype: str | None = None
     bands: list[int] | None = None  # bands read (0-based, in model order); None: all as stored
@@ -61,10 +63,10 @@ class SceneReport:
     # matrix (from -> to pixels and m2), or error; None when the scene had no earlier labels
     change: dict[str, Any] | None = None
 
-    def fail(self, error: str) -> None:
+    def fail(self, error: str, kind: str | None = None) -> None:
         """Mark failed; the first error is the one kept (later ones are consequences)."""
         if self.status != "failed":
-            self.status, self.error = "failed", error
+            self.status, self.error, self.error_kind = "failed", error, kind or PERMANENT
 
 
 @dataclass

@@ -28,6 +28,8 @@ from pipeline.catalog import Catalog, SceneInfo, catalog
 from pipeline.config import RunConfig
 from pipeline.errors import ConfigError
 from pipeline.ledger import Ledger, RunFingerprint, SceneRecord
+from pipeline.names import check_run_id
+from pipeline.ops.checks import recheck_unchanged
 from pipeline.run import RunRequest, RunResult, new_run_id, run_pipeline
 from pipeline.runlock import RunLock
 from pipeline.storage import check_output_location, resolve_url, storage_options_from
@@ -79,16 +81,19 @@ class Changes:
     unchanged: list[str] = field(default_factory=list)  # done, same input: reused
     vanished: list[str] = field(default_factory=list)  # in the ledger, gone from the archive
     unreadable: list[tuple[str, str]] = field(default_factory=list)  # catalog failures
+    # done before, but chunks are missing or damaged now: scene id -> chunk keys (redone)
+    damaged: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def todo(self) -> list[str]:
-        return sorted(self.new + self.changed + self.retry)
+        return sorted(self.new + self.changed + self.retry + list(self.damaged))
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "new": self.new, "changed": self.changed, "retry": self.retry,
             "unchanged": len(self.unchanged), "vanished": self.vanished,
             "unreadable": [{"scene_id": s, "reason": r} for s, r in self.unreadable],
+            "damaged": self.damaged,
         }
 
 
@@ -142,6 +147,8 @@ class ResumeResult:
                  f"{len(ch.unchanged)} unchanged (reused)", f"{len(ch.vanished)} vanished"]
         if ch.unreadable:
             parts.append(f"{len(ch.unreadable)} unreadable")
+        if ch.damaged:
+            parts.append(f"{len(ch.damaged)} with missing or damaged chunks (redone)")
         if self.run is None:
             return f"nothing to do: {', '.join(parts)}"
         m = self.run.manifest
@@ -170,7 +177,7 @@ class ResumableRun(AbstractContextManager["ResumableRun"]):
         req = RunRequest.of(request, output_url, config, **options)
         self.input_url, self.output_url = resolve_url(req.input_url), resolve_url(req.output_url)
         check_output_location(self.input_url, self.output_url)  # before the lock is written
-        self.run_id = req.run_id or new_run_id()
+        self.run_id = check_run_id(req.run_id) if req.run_id is not None else new_run_id()
         self.request = req.evolve(
             input_url=self.input_url, output_url=self.output_url, run_id=self.run_id
         )
@@ -215,6 +222,8 @@ class ResumableRun(AbstractContextManager["ResumableRun"]):
         if self.catalog is None:
             self.catalog = catalog(self.input_url, self.so, **self.cfg.catalog_options())
         self.changes = compare(self.catalog, self.ledger.scenes())
+        # "unchanged" must still hold what was recorded (pipeline.ops.checks: one listing each)
+        recheck_unchanged(self.output_url, self.so, self.ledger, self.changes)
         return self.changes
 
     def execute(self) -> RunResult | None:

@@ -84,7 +84,7 @@ def test_resume_same_fingerprint_refuse_other(store_url: str, storage_options: d
     with pytest.raises(LedgerMismatchError) as err:
         Ledger.open(store_url, _fp(chunk=1024), storage_options=storage_options)
     msg = str(err.value)
-    assert "chunk: 2048 -> 1024" in msg and "--overwrite" in msg and a.output_url in msg
+    assert "chunk: 2048 -> 1024" in msg and "--set overwrite=true" in msg and a.output_url in msg
 
     new = Ledger.open(store_url, _fp(chunk=1024), storage_options=storage_options, overwrite=True)
     assert new.done_chunks("s1", "tok") == set()

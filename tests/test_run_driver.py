@@ -67,8 +67,12 @@ def test_batches_hold_one_shape_in_grid_order_and_stop_for_a_failed_scene(archiv
         assert len(b.units) <= 3
     a = [u.unit_id for b in got if b.job.scene_id == "a" for u in b.units]
     assert sorted(a) == sorted(u.unit_id for u in works[0].grid)  # every unit exactly once
-    # The full-size units come first, in grid order: r0c0 r0c1 r0c2 | r1c0 r1c1 r1c2
-    assert [u.unit_id for u in got[0].units] == ["a#r0c0", "a#r0c1", "a#r0c2"]
+    # Windows are clipped to the scene, so the corner, the top edge and the interior have
+    # their own shapes; each shape's units go in grid order: r0c0 | r0c1 r0c2 | ...
+    assert [u.unit_id for u in got[0].units] == ["a#r0c0"]
+    assert [u.unit_id for u in got[1].units] == ["a#r0c1", "a#r0c2"]
+    interior = next(b for b in got if b.units[0].unit_id == "a#r1c1")
+    assert [u.unit_id for u in interior.units] == ["a#r1c1", "a#r1c2"]
     # A scene that fails gets no more batches; the next scene still does.
     seen = []
     for b in batches(works, 3, lambda w: w.scene_id != "a" or not seen):

@@ -195,12 +195,18 @@ def test_source_tiles_and_history_from_a_real_run(tmp_path: Path) -> None:
         assert hist["log"][0].endswith(")") and " nightly n1: 1 new" in hist["log"][0]
         # The input moved away: the source layer says so, the labels still show.
         (archive / "s.zarr").rename(archive / "moved.zarr")
+    # A lost chunk: the viewer still shows the scene and the legend says what it left out.
+    (Path(out) / "s.ome.zarr" / "labels" / "segmentation" / "0" / "c" / "1" / "1").unlink()
     with TestClient(create_app(out)) as client:
         meta = client.get("/api/scene", params={"scene": "s"}).json()
         assert meta["layers"]["source"]["available"] is False
         assert client.get("/tiles/source/0/0/0.png", params={"scene": "s"}).status_code == 404
         assert client.get("/tiles/segmentation/0/0/0.png", params={"scene": "s"}).status_code == (
             200)
+        lg = client.get("/api/legend", params={"scene": "s"}).json()
+        assert lg["left_out"] == 1 and lg["coverage"] == pytest.approx(1 - 128 * 128 / 300 / 420)
+        p = client.get("/api/point", params={"scene": "s", "x": 130, "y": 130}).json()
+        assert p["label"] == 0  # inside the lost chunk: no data
 
 
 @pytest.mark.s3

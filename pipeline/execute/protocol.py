@@ -140,6 +140,7 @@ class UnitResult:
     pixels: int  # core pixels written
     class_counts: tuple[int, ...]  # core data pixels per class id (nodata pixels not counted)
     nodata: bool = False  # the core was all nodata: written as zeros, never sent to the model
+    stored: dict[str, Any] | None = None  # chunk key -> checksum record (pipeline.integrity)
 
 
 @dataclass(frozen=True)
@@ -150,6 +151,7 @@ class BatchResult:
     done: tuple[UnitResult, ...]
     failed_units: tuple[str, ...] = ()
     error: str | None = None
+    error_kind: str | None = None  # pipeline.errors.TRANSIENT | PERMANENT, with ``error``
     read_s: float = 0.0
     infer_s: float = 0.0  # seconds inside the model (an actor's busy time)
     write_s: float = 0.0
@@ -167,6 +169,8 @@ class FinalizeResult:
     error: str | None = None
     io_retries: int = 0
     storage_retries: int = 0
+    error_kind: str | None = None
+    stored: dict[str, Any] | None = None  # pyramid chunk key -> checksum record
 
 
 @dataclass

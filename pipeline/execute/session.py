@@ -7,7 +7,8 @@ import os
 import sys
 from collections.abc import Iterator
 
-from pipeline.errors import ConfigError
+from pipeline.parsing import check_num_cpus
+from pipeline.raylife import DEFAULT_CONNECT_TIMEOUT_S, connect, start_private
 
 __all__ = ["ray_session"]
 
@@ -17,15 +18,22 @@ _LOCAL_ONLY_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 
 @contextlib.contextmanager
 def ray_session(
-    address: str | None = None, *, num_cpus: int | None = None, num_gpus: int | None = None
+    address: str | None = None,
+    *,
+    num_cpus: int | None = None,
+    num_gpus: int | None = None,
+    connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
 ) -> Iterator[bool]:
     """Connect to Ray for the duration of the block; yields True if this call started it.
 
     ``address=None`` starts a private local Ray on 127.0.0.1 (no dashboard) and stops it at
     the end, unless ``RAY_ADDRESS`` is set (as inside ``ray job submit``): then that cluster is
     joined. "auto", "HOST:PORT" or "ray://HOST:PORT" connect to an existing cluster (left
-    running). An already-initialised Ray is reused as is.
+    running) within ``connect_timeout_s`` (:func:`pipeline.raylife.connect`). The private Ray
+    never outlives this process (:func:`pipeline.raylife.start_private`). An
+    already-initialised Ray is reused as is.
     """
+    check_num_cpus(num_cpus)
     address = address or os.environ.get("RAY_ADDRESS") or None
     if address is None and "ray" not in sys.modules:
         # Ray resolves a 127.0.0.1 node address to the host's reachable IP, then binds GCS,
@@ -38,9 +46,9 @@ def ray_session(
     if ray.is_initialized():
         yield False
         return
+    private = None
     if address is None:
-        ray.init(
-            address="local",
+        private = start_private(
             num_cpus=num_cpus,
             num_gpus=num_gpus,
             include_dashboard=False,
@@ -49,15 +57,11 @@ def ray_session(
             configure_logging=False,
         )
     else:
-        try:
-            ray.init(address=address, log_to_driver=False, configure_logging=False)
-        except ConnectionError as e:
-            raise ConfigError(
-                f"--address {address!r}: no Ray cluster answers there ({e}); start one with "
-                "`ray start --head --node-ip-address=127.0.0.1` or omit --address for a "
-                "local Ray"
-            ) from None
+        connect(address, connect_timeout_s, log_to_driver=False, configure_logging=False)
     try:
         yield True
     finally:
-        ray.shutdown()
+        if private is not None:
+            private.stop()
+        else:
+            ray.shutdown()

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.errors import NonFiniteError
+from pipeline.errors import NonFiniteError, kind_of
 from pipeline.execute.protocol import (
     Batch,
     BatchResult,
@@ -60,6 +60,7 @@ class LoadedBatch:
     masks: list[np.ndarray | None]  # valid mask of the padded input; None: all pixels valid
     read_s: float = 0.0
     error: str | None = None
+    error_kind: str | None = None  # pipeline.errors kind of ``error``
 
 
 @dataclass
@@ -73,6 +74,7 @@ class InferredBatch:
     read_s: float = 0.0
     infer_s: float = 0.0
     error: str | None = None
+    error_kind: str | None = None
 
 
 def torch_threads() -> int | None:
@@ -197,7 +199,7 @@ class WindowProcessor:
                     out.inputs.append(x)
                 out.masks.append(mask)
         except Exception as exc:  # reported per scene by the driver; the worker lives on
-            out.error = f"read of {current} failed: {_describe(exc)}"
+            out.error, out.error_kind = f"read of {current} failed: {_describe(exc)}", kind_of(exc)
         out.read_s = time.perf_counter() - t
         return out
 
@@ -206,7 +208,7 @@ class WindowProcessor:
         """Labels (and confidence) of a loaded batch; the model's time is ``infer_s``."""
         out = InferredBatch(loaded.batch, masks=loaded.masks, read_s=loaded.read_s)
         if loaded.error is not None:
-            out.error = loaded.error
+            out.error, out.error_kind = loaded.error, loaded.error_kind
             return out
         job, units = loaded.batch.job, loaded.batch.units
         current = units[0].unit_id
@@ -219,6 +221,7 @@ class WindowProcessor:
             out.labels, out.conf, out.infer_s = self.predict(loaded.inputs, job, loaded.masks)
         except Exception as exc:
             out.error = f"inference of {current} failed: {_describe(exc)}"
+            out.error_kind = kind_of(exc)
         return out
 
     def predict(
@@ -266,7 +269,7 @@ class WindowProcessor:
         batch = inferred.batch
         job, units = batch.job, batch.units
         done: list[UnitResult] = []
-        error = inferred.error
+        error, error_kind = inferred.error, inferred.error_kind
         t = time.perf_counter()
         if error is None:
             current = units[0].unit_id
@@ -278,13 +281,14 @@ class WindowProcessor:
                     current = u.unit_id
                     done.append(self._write_unit(writer, job, u, lab, cf, m))
             except Exception as exc:
-                error = f"write of {current} failed: {_describe(exc)}"
+                error, error_kind = f"write of {current} failed: {_describe(exc)}", kind_of(exc)
         written = {r.unit_id for r in done}
         return BatchResult(
             scene_id=job.scene_id,
             done=tuple(done),
             failed_units=tuple(u.unit_id for u in units if u.unit_id not in written),
             error=error,
+            error_kind=error_kind,
             read_s=inferred.read_s,
             infer_s=inferred.infer_s,
             write_s=time.perf_counter() - t,
@@ -315,11 +319,12 @@ class WindowProcessor:
                     core_conf[~core_mask] = 0
         if not job.confidence:
             core_conf = None
-        self._retry(lambda: writer.write_block(u.core.y0, u.core.x0, core, core_conf))
+        stored = self._retry(lambda: writer.write_block(u.core.y0, u.core.x0, core, core_conf))
         counted = core if core_mask is None else core[core_mask]
         counts = np.bincount(counted.ravel(), minlength=self.info.num_classes)
         return UnitResult(
-            u.unit_id, u.row, u.col, core.size, tuple(counts.tolist()), nodata=lab is None
+            u.unit_id, u.row, u.col, core.size, tuple(counts.tolist()), nodata=lab is None,
+            stored=stored,
         )
 
     # --- whole batches -------------------------------------------------------------------
@@ -335,17 +340,19 @@ class WindowProcessor:
             from pipeline.io.omezarr import SceneWriter
 
             # Opening is retried too: it reads the store's metadata (a storage request).
-            self._retry(
+            stored = self._retry(
                 lambda: SceneWriter.open(
                     job.output_url, job.scene_id, job.storage_options
                 ).finalize(extra_attrs)
             )
-            return FinalizeResult(job.scene_id, time.perf_counter() - t, **_retry_fields())
+            return FinalizeResult(job.scene_id, time.perf_counter() - t, stored=stored,
+                                  **_retry_fields())
         except Exception as exc:
             return FinalizeResult(
                 job.scene_id,
                 time.perf_counter() - t,
                 f"finalize failed: {_describe(exc)}",
+                error_kind=kind_of(exc),
                 **_retry_fields(),
             )
 

@@ -18,6 +18,7 @@ from rich.console import Console
 from pipeline.catalog import Catalog, catalog
 from pipeline.config import RunConfig
 from pipeline.execute import Executor, LocalExecutor, RayExecutor
+from pipeline.names import check_run_id
 from pipeline.report import RunManifest, SceneReport, render_summary, write_manifest
 from pipeline.retries import install as count_storage_retries
 from pipeline.retries import take as retries_take
@@ -77,7 +78,7 @@ def run_pipeline(
     input_url, out_url = resolve_url(req.input_url), resolve_url(req.output_url)
     check_output_location(input_url, out_url)
     manifest = RunManifest(
-        run_id=req.run_id or new_run_id(),
+        run_id=check_run_id(req.run_id) if req.run_id is not None else new_run_id(),
         input_url=input_url,
         output_url=out_url,
         started=_now(),

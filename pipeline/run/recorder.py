@@ -14,7 +14,9 @@ from concurrent.futures import Future
 from datetime import UTC, datetime
 from typing import Any
 
+from pipeline.errors import kind_of
 from pipeline.execute import BatchResult, Executor, FinalizeResult, PoolEvent
+from pipeline.integrity import PYRAMID_UNIT
 from pipeline.report import RunManifest, SceneReport
 from pipeline.run.progress import RunProgress
 from pipeline.run.scheduler import ChunkLedger, SceneWork
@@ -78,14 +80,17 @@ class Recorder:
         r = w.report
         try:
             fin = fut.result()
-            error = fin.error
+            error, kind = fin.error, fin.error_kind
+            if not error:  # the pyramid's checksums, beside its units' (pipeline.integrity)
+                self.ledger.mark_done(w.info.scene_id, PYRAMID_UNIT, w.token,
+                                      {"stored": fin.stored})
             r.timings["finalize"] = fin.seconds
             r.io_retries += fin.io_retries
             r.storage_retries += fin.storage_retries
         except Exception as e:  # the executor could not even run it
-            error = f"finalize failed: {type(e).__name__}: {e}"
+            error, kind = f"finalize failed: {type(e).__name__}: {e}", kind_of(e)
         if error:
-            r.fail(error)
+            r.fail(error, kind)
         else:
             r.status = "ok"
         self.bar.advance(scenes=1)
@@ -100,7 +105,7 @@ class Recorder:
         for u in res.done:
             self.ledger.mark_done(
                 res.scene_id, u.unit_id, w.token,
-                {"pixels": u.pixels, "class_counts": list(u.class_counts)},
+                {"pixels": u.pixels, "class_counts": list(u.class_counts), "stored": u.stored},
             )
             r.units_done += 1
             r.units_nodata += int(u.nodata)
@@ -112,7 +117,7 @@ class Recorder:
         self.bar.pool(self.executor.pool_status().describe())
         if res.error:
             was_failed = r.status == "failed"
-            r.fail(res.error)
+            r.fail(res.error, res.error_kind)
             if not was_failed:
                 self.bar.advance(scenes=1)
         self._maybe_finalize(w)

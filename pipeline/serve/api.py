@@ -119,12 +119,13 @@ def point(scene: Scene, x: float, y: float) -> dict[str, Any]:
         raise NotFoundError(f"pixel x={col}, y={row} is outside scene {view.scene_id!r} of "
                           f"{view.height} x {view.width} px")
     box = (row, row + 1, col, col + 1)
-    label = int(view.read(box)[0, 0])
+    label = int(view.read(box, allow_incomplete=True)[0, 0])
     out: dict[str, Any] = {"x": col, "y": row, "label": label,
                            "class": view.classes[label][0] if label < len(view.classes)
                            else str(label)}
     if "confidence" in view.layers:
-        out["confidence"] = int(view.read(box, layer="confidence")[0, 0]) / 255
+        out["confidence"] = int(view.read(box, layer="confidence",
+                                          allow_incomplete=True)[0, 0]) / 255
     try:
         code = int(open_change_level(view.url, 0, scene.so)[row, col])
     except FileNotFoundError:

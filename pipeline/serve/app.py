@@ -31,7 +31,7 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from pipeline.errors import ChangeError, NotFoundError
+from pipeline.errors import ChangeError, NotFoundError, OutputNotFoundError
 from pipeline.query import QueryError
 from pipeline.serve import api
 from pipeline.serve.scenes import SceneRegistry, legend
@@ -181,7 +181,7 @@ def create_app(output_url: str, storage_options: Mapping[str, Any] | None = None
     """The viewer over ``output_url`` (local path or ``s3://``), wrapped read-only."""
     reg = SceneRegistry(output_url, storage_options)
     app = Starlette(routes=_routes(reg), exception_handlers={
-        NotFoundError: _not_found, LookupError: _not_found,
+        NotFoundError: _not_found, LookupError: _not_found, OutputNotFoundError: _not_found,
         ChangeError: _not_found, QueryError: _not_found, 404: _not_found,
         Exception: _server_error,
     })

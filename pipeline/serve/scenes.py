@@ -110,7 +110,7 @@ def _legend(view: SceneView) -> dict[str, Any]:
     level = 0
     while level < view.levels - 1 and np.prod(view.level_shape(level)) > LEGEND_MAX_PIXELS:
         level += 1
-    st = view.class_stats(level=level)
+    st = view.class_stats(level=level, allow_incomplete=True)  # says what it left out
     rows = []
     for r in st.rows:
         rgba = view.classes[r.label][1] if r.label < len(view.classes) else (0, 0, 0, 0)
@@ -118,7 +118,8 @@ def _legend(view: SceneView) -> dict[str, Any]:
                      "area_m2": r.area, "area_ha": None if r.area is None else r.area / 1e4,
                      "fraction": r.fraction})
     return {"scene_id": view.scene_id, "exact": st.exact, "level": st.level,
-            "area_unit": st.area_unit, "note": st.note, "rows": rows}
+            "area_unit": st.area_unit, "note": st.note, "rows": rows,
+            "coverage": st.coverage, "left_out": len(st.left_out or ())}
 
 
 def source_reader(scene: Scene) -> tuple[Any, list[int]] | None:

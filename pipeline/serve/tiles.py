@@ -122,7 +122,8 @@ def _layer_rgba(scene: Scene, layer: str, level: int, f: int, box: tuple[int, ..
         return _change_lut(scene)[codes]
     if layer not in view.layers:
         raise NotFoundError(f"layer {layer!r}: scene {view.scene_id!r} has {view.layers}")
-    data = view.read(box, level=level, layer=layer)
+    # A scene being written or damaged shows what is there: missing chunks are transparent.
+    data = view.read(box, level=level, layer=layer, allow_incomplete=True)
     return (_labels_lut(scene) if layer == "segmentation" else _CONFIDENCE_LUT)[data]
 
 

@@ -182,9 +182,13 @@
         el("td", { class: "num" }, num(100 * r.fraction, 1))));
     }
     const kind = lg.exact ? "exact" : `estimated from pyramid level ${lg.level}`;
-    $("legend-note").textContent = lg.area_unit
-      ? `geodesic areas on the ellipsoid (${kind})`
-      : `pixel counts only: ${lg.note || "no georeference"}`;
+    let note = lg.area_unit ? `geodesic areas on the ellipsoid (${kind})`
+                            : `pixel counts only: ${lg.note || "no georeference"}`;
+    if (lg.coverage !== null && lg.coverage < 1) {
+      note += `; counted over ${num(100 * lg.coverage, 1)} % of the scene: ${lg.left_out} ` +
+              "chunk(s) are missing or damaged (a run is writing it, or `hgn-pipeline verify`)";
+    }
+    $("legend-note").textContent = note;
   }
 
   async function loadChanges(meta) {
@@ -256,7 +260,8 @@
   }
 
   function report(err) {
-    $("clicked").textContent = `error: ${err.message}`;
+    const where = state.meta ? $("clicked") : $("output");
+    where.textContent = `error: ${err.message}`;
   }
 
   function route() {
