@@ -116,7 +116,8 @@ def page(browser, served: Served) -> Iterator[object]:
 
 def _open(page, served: Served, scene: str) -> None:
     page.goto(f"{served.url}/#scene={scene}")
-    page.wait_for_selector("#legend tbody tr")
+    for part in ("legend", "changes", "history"):  # each panel marks the scene it shows
+        page.wait_for_selector(f"#{part}[data-scene='{scene}']", state="attached")
     _wait_tiles(page)
 
 
@@ -155,6 +156,7 @@ def test_scene_list_and_no_console_errors(page, served: Served) -> None:
         "tile-a", "tile-b"]
     text = page.inner_text("#scenes")
     assert "1024 x 768" in text and "done" in text and "hgn" in text and "night-2" in text
+    page.wait_for_selector("#nightly[data-loaded='1']", state="attached")
     assert "night-2" in page.inner_text("#nightly")
     _wait_tiles(page)  # the first scene opens by itself
 

@@ -67,6 +67,7 @@
   async function loadNightly() {
     const h = await getJSON("/api/history");
     $("nightly").textContent = h.log.length ? h.log.join("\n") : "no nightly runs yet";
+    $("nightly").dataset.loaded = "1";
   }
 
   // ------------------------------------------------------------------ map
@@ -189,6 +190,7 @@
               "chunk(s) are missing or damaged (a run is writing it, or `hgn-pipeline verify`)";
     }
     $("legend-note").textContent = note;
+    $("legend").dataset.scene = meta.scene_id; // loaded (tests wait for it)
   }
 
   async function loadChanges(meta) {
@@ -196,6 +198,7 @@
     box.replaceChildren();
     if (!meta.layers.change.available) {
       box.append(el("div", { class: "muted" }, meta.layers.change.reason));
+      box.dataset.scene = meta.scene_id;
       return;
     }
     const m = await getJSON(`/api/changes?scene=${enc(meta.scene_id)}`);
@@ -214,6 +217,7 @@
     }
     table.append(tb);
     box.append(table);
+    box.dataset.scene = meta.scene_id;
   }
 
   async function loadHistory(meta) {
@@ -229,11 +233,14 @@
         el("td", { class: "num" }, changed)));
     }
     if (!h.runs.length) body.append(el("tr", {}, el("td", { colspan: 4 }, "no manifests")));
+    $("history").dataset.scene = meta.scene_id;
     $("kept").textContent = h.kept_versions.length
       ? `earlier labels kept from: ${h.kept_versions.map((v) => v.run_id).join(", ")}` : "";
   }
 
   async function openScene(id) {
+    $("map").dataset.ready = "0";
+    for (const id_ of ["legend", "changes", "history"]) delete $(id_).dataset.scene;
     const meta = await getJSON(`/api/scene?scene=${enc(id)}`);
     state.meta = meta;
     for (const row of document.querySelectorAll("#scenes tbody tr")) {
