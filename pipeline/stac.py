@@ -206,7 +206,8 @@ def update_catalog(output_url: str, storage_options: Mapping[str, Any] | None = 
         stale = set(_item_ids(hgn)) - {_item_rel(s).split("/", 1)[1] for s in ids}
         hgn.delete([f"{ITEMS_DIR}/{n}" for n in stale])
     catalog = pystac.Catalog("hgn-pipeline", f"Segmentations written by hgn-pipeline "
-                             f"under {root}", title="hgn-pipeline outputs", href=cat_href)
+                             f"under {root}", title="hgn-pipeline outputs", href=cat_href,
+                             catalog_type=pystac.CatalogType.SELF_CONTAINED)  # relative links
     for sid in ids:
         try:
             view = out.scene(sid)
@@ -225,7 +226,7 @@ def update_catalog(output_url: str, storage_options: Mapping[str, Any] | None = 
     for name in _item_ids(hgn):
         catalog.add_link(pystac.Link("item", f"./{HGN_DIR}/{ITEMS_DIR}/{name}",
                                      media_type="application/geo+json"))
-    data = catalog.to_dict(include_self_link=False, transform_hrefs=False)
+    data = catalog.to_dict(include_self_link=False, transform_hrefs=True)
     _write_json(root, CATALOG_FILE, data, so)
     return f"s3://{strip_protocol(cat_href)}" if is_remote(root) else cat_href
 

@@ -53,6 +53,11 @@ def test_catalog_items_validate_and_point_at_the_stores(tmp_path: Path, offline:
     url = update_catalog(root)
     assert url == str(tmp_path / "out" / CATALOG_FILE)
 
+    for f in [Path(url), *(tmp_path / "out" / "_hgn" / "stac").glob("*.json")]:
+        d = json.loads(f.read_text())  # every link and asset relative: the output can move
+        hrefs = [ln["href"] for ln in d["links"]] + [a["href"] for a in d.get("assets",
+                                                                              {}).values()]
+        assert hrefs and all(h.startswith(".") for h in hrefs), (f.name, hrefs)
     cat = pystac.Catalog.from_file(url)
     _validate(cat)
     items = {i.id: i for i in cat.get_items()}
