@@ -184,6 +184,13 @@ def export_cmd(
     except (PipelineError, ValueError, OSError) as e:
         raise _fail(console, e) from None
     console.print(result.describe(), highlight=False, soft_wrap=True)
+    from pipeline.stac import record_export
+
+    try:  # the COG becomes an asset of the scene's STAC item
+        record_export(output, scene, result, so)
+    except (PipelineError, OSError) as e:  # a read-only output: the export itself is fine
+        console.print(f"[yellow]warning:[/] the STAC catalog was not updated: {e}",
+                      highlight=False, soft_wrap=True)
 
 
 # ------------------------------------------------------------------- query, nightly (ops)
@@ -193,6 +200,16 @@ from pipeline.ops_cli import nightly_cmd, query_app, verify_cmd  # noqa: E402
 app.command("nightly")(nightly_cmd)
 app.command("verify")(verify_cmd)
 app.add_typer(query_app, name="query")
+
+
+# ------------------------------------------------------------- serve, diff, query changes
+# The results side (web viewer, change maps); the commands live in pipeline/viewer_cli.py.
+from pipeline.viewer_cli import changes_cmd, diff_cmd, serve_cmd, stac_cmd  # noqa: E402
+
+app.command("serve")(serve_cmd)
+app.command("diff")(diff_cmd)
+app.command("stac")(stac_cmd)
+query_app.command("changes")(changes_cmd)
 
 
 # ------------------------------------------------------------------- train, evaluate (model)

@@ -250,6 +250,12 @@ class RunConfig(BaseModel):
         description="Levels of the label pyramid (2x mode downsampling per level). null: enough "
         "for the coarsest level to fit one chunk, at least 3.",
     )
+    keep_previous: int = Field(
+        1,
+        ge=0,
+        description="Label versions kept per re-segmented scene (under <output>/_hgn/previous/) "
+        "so nightly runs write a change map against them; 0: keep none (no change maps).",
+    )
     overwrite: bool = Field(
         False,
         description="Replace existing outputs of the same scenes. false: a scene whose output "

@@ -208,6 +208,14 @@ class NonFiniteError(PipelineError, ValueError):
         return (type(self), (self.scene_id, self.band, self.y, self.x))
 
 
+class ChangeError(PipelineError, ValueError):
+    """A change map cannot be made or read (no earlier labels, another grid, no layer)."""
+
+
+class NotFoundError(PipelineError, LookupError):
+    """A viewer request names what the output does not have (scene, tile, file): HTTP 404."""
+
+
 # --------------------------------------------------------------------------- classification
 
 # S3 error codes that mean "try again" (throttling, server-side hiccups, clock-free timeouts).

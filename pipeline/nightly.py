@@ -52,6 +52,8 @@ class NightlyReport:
     seconds: float = 0.0
     lock_takeover: str | None = None
     summary: str = ""
+    # Re-segmented scenes with a change map: {scene_id: {"against", "summary"} or {"error"}}
+    change_maps: dict[str, Any] = field(default_factory=dict)
 
     @property
     def exit_code(self) -> int:
@@ -98,6 +100,8 @@ def nightly(
                                        for s in m.failed]
             report.units_done = sum(s.units_done for s in m.scenes)
             report.manifest = run.manifest_url
+            report.change_maps = {s.scene_id: {k: v for k, v in s.change.items() if k != "matrix"}
+                                  for s in m.scenes if s.change}
         _append_history(HgnStore(rr.output_url, rr.so), report)
     return report
 

@@ -115,6 +115,10 @@ class OutputStore:
                 else:
                     stack.append(name)
 
+    def scene_ids(self) -> list[str]:
+        """Ids of every scene with an output store, sorted (a listing; no store is opened)."""
+        return sorted(self._store_ids())
+
     def _check_root(self) -> None:
         """OutputNotFoundError unless the root exists and holds a run's output."""
         fs = get_fs(self.url, self.storage_options)

@@ -59,6 +59,9 @@ class SceneReport:
     storage_retries: int = 0  # requests the S3 client retried
     class_pixels: dict[str, int] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
+    # Change map against the scene's previous labels (pipeline.publish): against, summary,
+    # matrix (from -> to pixels and m2), or error; None when the scene had no earlier labels
+    change: dict[str, Any] | None = None
 
     def fail(self, error: str, kind: str | None = None) -> None:
         """Mark failed; the first error is the one kept (later ones are consequences)."""
@@ -90,6 +93,7 @@ class RunManifest:
     error: str | None = None  # set when the run itself broke (e.g. every model actor died)
     # Retries in the driver (catalog, ledger, lock, manifest): {"io": n, "storage": n}
     driver_retries: dict[str, int] = field(default_factory=dict)
+    catalog: str | None = None  # the STAC catalog this run updated (or why it could not)
 
     @property
     def ok(self) -> list[SceneReport]:

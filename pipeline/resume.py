@@ -232,8 +232,11 @@ class ResumableRun(AbstractContextManager["ResumableRun"]):
         The request's ``session`` is entered only when there is work (e.g. starting Ray for a
         nightly run).
         """
+        from pipeline.publish import after_run, before_run
+
         ch = self.changes if self.changes is not None else self.plan()
         if not ch.todo:
+            after_run(self.output_url, None, {}, self.so, self.request.console)
             return None
         todo = set(ch.todo)
         subset = Catalog(
@@ -247,12 +250,15 @@ class ResumableRun(AbstractContextManager["ResumableRun"]):
         # The ledger decides what is done: an existing store of a scene to (re)process is ours
         # to replace, unless the ledger is brand new (then its stores are someone else's).
         cfg = self.cfg if self.ledger.created else self.cfg.with_overrides(overwrite=True)
+        # Before any store is rewritten: the labels of changed scenes, for their change maps.
+        kept = before_run(self.output_url, ch.changed, cfg.keep_previous, self.so)
         session = self.request.session
         with session() if session is not None else contextlib.nullcontext():
             result = run_pipeline(
                 self.request.evolve(config=cfg), ledger=self.ledger, catalog_result=subset
             )
         self._record(subset.scenes, result)
+        after_run(self.output_url, result, kept, self.so, self.request.console)  # maps, STAC
         self.lock.check()
         return result
 

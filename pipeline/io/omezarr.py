@@ -79,6 +79,7 @@ __all__ = [
     "STORE_SUFFIX",
     "SceneWriter",
     "crs_attrs",
+    "downsample_level",
     "georef_attrs",
     "mean_downsample",
     "mode_downsample",
@@ -594,26 +595,30 @@ class SceneWriter:
         _forget_arrays(self.url)
 
     def _build_level(self, layer: str, level: int, reduce: Any) -> None:
-        """Level ``level`` from ``level - 1``, one aligned block of coarse chunks per task.
+        """Level ``level`` of ``layer`` from ``level - 1`` (see :func:`downsample_level`)."""
+        downsample_level(self._array(layer, level - 1, mode="r"), self._array(layer, level),
+                         reduce)
 
-        A task covers k x k coarse chunks (k so the block is about PYRAMID_BLOCK_PIXELS, at
-        least one chunk) and reads the 2x larger finer region: memory per task is bounded by
-        the chunk size, never by the scene size.
-        """
-        src = self._array(layer, level - 1, mode="r")
-        dst = self._array(layer, level)
-        sh, sw = src.shape
-        dh, dw = dst.shape
-        ch, cw = dst.chunks
-        k = max(1, math.isqrt(PYRAMID_BLOCK_PIXELS // (ch * cw)))
-        bh, bw = k * ch, k * cw
 
-        def one(origin: tuple[int, int]) -> None:
-            y, x = origin
-            block = np.asarray(src[2 * y:min(2 * (y + bh), sh), 2 * x:min(2 * (x + bw), sw)])
-            dst[y:min(y + bh, dh), x:min(x + bw, dw)] = reduce(block)
+def downsample_level(src: Any, dst: Any, reduce: Any) -> None:
+    """Fill array ``dst`` with ``reduce`` (2x2) of ``src``, one block of coarse chunks per task.
 
-        origins = [(y, x) for y in range(0, dh, bh) for x in range(0, dw, bw)]
-        with ThreadPoolExecutor(PYRAMID_WORKERS, thread_name_prefix="pyramid") as pool:
-            for _ in pool.map(one, origins):
-                pass
+    A task covers k x k coarse chunks (k so the block is about PYRAMID_BLOCK_PIXELS, at least
+    one chunk) and reads the 2x larger finer region: memory per task is bounded by the chunk
+    size, never by the scene size.
+    """
+    sh, sw = src.shape
+    dh, dw = dst.shape
+    ch, cw = dst.chunks
+    k = max(1, math.isqrt(PYRAMID_BLOCK_PIXELS // (ch * cw)))
+    bh, bw = k * ch, k * cw
+
+    def one(origin: tuple[int, int]) -> None:
+        y, x = origin
+        block = np.asarray(src[2 * y:min(2 * (y + bh), sh), 2 * x:min(2 * (x + bw), sw)])
+        dst[y:min(y + bh, dh), x:min(x + bw, dw)] = reduce(block)
+
+    origins = [(y, x) for y in range(0, dh, bh) for x in range(0, dw, bw)]
+    with ThreadPoolExecutor(PYRAMID_WORKERS, thread_name_prefix="pyramid") as pool:
+        for _ in pool.map(one, origins):
+            pass
