@@ -1,7 +1,7 @@
 """Which chunks a query may trust: queries refuse incomplete or damaged data by default.
 
 Before :class:`~pipeline.query.SceneView` answers from a window, :func:`untrusted` asks
-:func:`pipeline.ops.checks.inspect_scene` (the cheap check: one listing against the
+:func:`pipeline.state.checks.inspect_scene` (the cheap check: one listing against the
 ledger's checksums) which chunks of the queried level inside the window are missing,
 damaged or never computed. Without ``allow_incomplete`` any such chunk makes the query fail
 with :class:`~pipeline.errors.DamagedOutputError` naming them and the fix; with it, the query
@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from pipeline.errors import DamagedOutputError
-from pipeline.integrity import SceneIntegrity, chunk_key, listing
+from pipeline.state.integrity import SceneIntegrity, chunk_key, listing
 
 __all__ = ["DecodingArray", "decode_failure", "tile_key", "trusted_tiles", "untrusted"]
 

@@ -120,7 +120,7 @@ def compute_change(current: SceneView, previous: SceneView, against: str,
 def diff_scene(output_url: str, scene_id: str, against: str,
                storage_options: Mapping[str, Any] | None = None) -> ChangeMatrix:
     """``hgn-pipeline diff``: change map of one scene, under the output's run lock."""
-    from pipeline.runlock import RunLock
+    from pipeline.state.runlock import RunLock
 
     so = dict(storage_options or {})
     current = OutputStore(output_url, so).scene(scene_id)

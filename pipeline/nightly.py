@@ -21,9 +21,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from pipeline.config import RunConfig
-from pipeline.hgnstore import HgnStore, now_utc
 from pipeline.resume import ResumableRun
 from pipeline.run import RunRequest
+from pipeline.state.hgnstore import HgnStore, now_utc
 from pipeline.storage import resolve_url
 
 __all__ = ["HISTORY_LOG", "NightlyReport", "nightly", "read_history"]

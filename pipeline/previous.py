@@ -19,8 +19,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline.hgnstore import HGN_DIR, segment
 from pipeline.io.omezarr import LABELS_LAYER, _open_group, scene_store_url
+from pipeline.state.hgnstore import HGN_DIR, segment
 from pipeline.storage import get_fs, is_remote, join_url, resolve_url, strip_protocol
 
 __all__ = ["PREVIOUS_DIR", "PreviousVersion", "keep_previous", "previous_root",

@@ -3,7 +3,7 @@
 Works on any output root (local path or ``s3://``) in the layout of
 :mod:`pipeline.io.omezarr`: one ``<scene_id>.ome.zarr`` per scene, labels under
 ``labels/segmentation/<level>``, optional confidence at ``<level>`` of the root image, and
-the ledger under ``_hgn/`` (:mod:`pipeline.ledger`) for scene states.
+the ledger under ``_hgn/`` (:mod:`pipeline.state.ledger`) for scene states.
 
 Boxes are in level-0 pixels, half-open ``(y0, y1, x0, x1)``, whatever level is read: level
 ``k`` returns rows ``floor(y0 / 2^k) .. ceil(y1 / 2^k)`` (each coarse pixel summarises a
@@ -32,10 +32,10 @@ from pipeline.errors import (
     SceneNotFoundError,
     WindowError,
 )
-from pipeline.hgnstore import HGN_DIR, HgnStore
 from pipeline.io.omezarr import CONFIDENCE_LAYER, LABELS_LAYER, STORE_SUFFIX, SceneWriter
-from pipeline.ledger import Ledger, RunFingerprint
 from pipeline.scene import Georef
+from pipeline.state.hgnstore import HGN_DIR, HgnStore
+from pipeline.state.ledger import Ledger, RunFingerprint
 from pipeline.stats import ClassRow, ClassStats, class_stats, with_coverage
 from pipeline.storage import get_fs, is_remote, resolve_url, strip_protocol
 
@@ -205,9 +205,9 @@ class SceneView:
         self.layers = [LABELS_LAYER] + ([CONFIDENCE_LAYER] if writer.confidence else [])
 
     def integrity(self) -> Any:
-        """The cheap integrity check of this scene (:mod:`pipeline.ops.checks`), cached."""
+        """The cheap integrity check of this scene (:mod:`pipeline.state.checks`), cached."""
         if self._integrity is None:
-            from pipeline.ops.checks import inspect_scene
+            from pipeline.state.checks import inspect_scene
 
             self._integrity = inspect_scene(self.output_url, self.scene_id, self._so)
         return self._integrity

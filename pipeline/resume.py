@@ -2,10 +2,10 @@
 
 ``hgn-pipeline run`` and ``nightly`` both go through :class:`ResumableRun`:
 
-1. take the output's run lock (:mod:`pipeline.runlock`): a second run on the same output is
+1. take the output's run lock (:mod:`pipeline.state.runlock`): a second run on the same output is
    refused with a message naming the holder; a dead holder's lock is taken over;
 2. bind the output to the run fingerprint (checkpoint sha256 + output settings): another
-   fingerprint is refused unless ``overwrite`` (:mod:`pipeline.ledger`);
+   fingerprint is refused unless ``overwrite`` (:mod:`pipeline.state.ledger`);
 3. compare the catalog with the ledger: scenes ``done`` under this fingerprint with the same
    input fingerprint are reused as they are; new, changed, failed and unfinished scenes are
    (re)processed; scenes in the ledger but gone from the archive are reported, outputs kept;
@@ -27,11 +27,11 @@ from typing import Any
 from pipeline.catalog import Catalog, SceneInfo, catalog
 from pipeline.config import RunConfig
 from pipeline.errors import ConfigError
-from pipeline.ledger import Ledger, RunFingerprint, SceneRecord
 from pipeline.names import check_run_id
-from pipeline.ops.checks import recheck_unchanged
 from pipeline.run import RunRequest, RunResult, new_run_id, run_pipeline
-from pipeline.runlock import RunLock
+from pipeline.state.checks import recheck_unchanged
+from pipeline.state.ledger import Ledger, RunFingerprint, SceneRecord
+from pipeline.state.runlock import RunLock
 from pipeline.storage import check_output_location, resolve_url, storage_options_from
 
 __all__ = ["Changes", "ResumableRun", "ResumeResult", "model_identity", "run_resumable"]
@@ -222,7 +222,7 @@ class ResumableRun(AbstractContextManager["ResumableRun"]):
         if self.catalog is None:
             self.catalog = catalog(self.input_url, self.so, **self.cfg.catalog_options())
         self.changes = compare(self.catalog, self.ledger.scenes())
-        # "unchanged" must still hold what was recorded (pipeline.ops.checks: one listing each)
+        # "unchanged" must still hold what was recorded (pipeline.state.checks: one listing each)
         recheck_unchanged(self.output_url, self.so, self.ledger, self.changes)
         return self.changes
 

@@ -32,10 +32,10 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from pipeline.hgnstore import HGN_DIR, HgnStore, segment
 from pipeline.io.change_layer import CHANGE_LAYER, read_change_attrs
 from pipeline.io.omezarr import LABELS_LAYER
 from pipeline.query import OutputStore, SceneNotFoundError, SceneView
+from pipeline.state.hgnstore import HGN_DIR, HgnStore, segment
 from pipeline.storage import get_fs, is_remote, join_url, resolve_url, strip_protocol
 
 __all__ = ["CATALOG_FILE", "ITEMS_DIR", "record_export", "scene_item", "update_catalog"]

@@ -82,7 +82,7 @@ def _stats_cli(out: Path, *extra: str):
 
 def _done(out: Path) -> np.ndarray:
     """Mask of the pixels whose unit the ledger records as finished (the run's own order)."""
-    from pipeline.ops.checks import current_ledger
+    from pipeline.state.checks import current_ledger
 
     token = SceneWriter.open(str(out), "s").attrs["hgn"]["resume_token"]
     done = np.zeros((H, W), bool)

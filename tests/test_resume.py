@@ -16,11 +16,11 @@ from _standin import TinyLoader, smooth_image, write_zarr_scene
 
 from pipeline.config import load_config
 from pipeline.execute import LocalExecutor
-from pipeline.hgnstore import HgnStore
 from pipeline.io.omezarr import SceneWriter
-from pipeline.ledger import LedgerMismatchError
 from pipeline.resume import ResumableRun, run_resumable
-from pipeline.runlock import RunLockedError
+from pipeline.state.hgnstore import HgnStore
+from pipeline.state.ledger import LedgerMismatchError
+from pipeline.state.runlock import RunLockedError
 
 TESTS = Path(__file__).resolve().parent
 

@@ -169,8 +169,8 @@ def test_nightly_redoes_missing_and_damaged_chunks_of_unchanged_scenes(clean, tm
 @pytest.mark.s3
 def test_on_s3_the_listing_etags_reveal_a_rewritten_chunk_and_repair_works(
         clean, s3_server, s3_bucket) -> None:
-    from pipeline.integrity import _etag, listing
-    from pipeline.ops.checks import inspect_scene
+    from pipeline.state.checks import inspect_scene
+    from pipeline.state.integrity import _etag, listing
 
     archive, good = clean
     so = s3_server.storage_options

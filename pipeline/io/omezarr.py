@@ -57,8 +57,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from pipeline.errors import ConfigError, OutputError, OutputNotFoundError, WindowError
-from pipeline.integrity import Record, block_keys, digest_store
 from pipeline.names import check_scene_id
+from pipeline.state.integrity import Record, block_keys, digest_store
 from pipeline.storage import (
     StorageOptions,
     get_fs,
@@ -516,7 +516,7 @@ class SceneWriter:
         ``y0``/``x0`` must be multiples of the chunk size and the block must span whole chunks
         (short only at the scene's bottom/right edge). ``confidence`` is required when the
         store has a confidence layer and ignored otherwise. Returns the checksum record of
-        every chunk written, by store key (:mod:`pipeline.integrity`; None: nothing stored).
+        every chunk written, by store key (:mod:`pipeline.state.integrity`; None: nothing stored).
         """
         labels = np.asarray(labels)
         where = f"scene {self.scene_id!r}: block at y={y0}, x={x0}"

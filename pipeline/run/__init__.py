@@ -8,7 +8,7 @@
 
 Resume hook: a :class:`ChunkLedger` says which units of a scene are done (in bulk) and is
 told after each unit's write succeeded. :class:`MemoryLedger` remembers for the life of the
-process; the persistent :class:`pipeline.ledger.Ledger` plugs in through the same methods.
+process; the persistent :class:`pipeline.state.ledger.Ledger` plugs in through the same methods.
 """
 
 from pipeline.run.driver import default_executor, run_pipeline

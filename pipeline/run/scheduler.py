@@ -39,7 +39,7 @@ class ChunkLedger(Protocol):
     ``done_chunks`` answers for a whole scene at once; ``mark_done`` is called only after the
     unit's write succeeded, with ``info`` ``{"pixels": n, "class_counts": [...]}`` for
     reports. Both must only count the same scene, unit id and token, so a resume never mixes
-    configs. (:class:`pipeline.ledger.Ledger` is the persistent one.)
+    configs. (:class:`pipeline.state.ledger.Ledger` is the persistent one.)
     """
 
     def done_chunks(self, scene_id: str, token: str) -> set[str]: ...

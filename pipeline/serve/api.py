@@ -146,7 +146,7 @@ def point(scene: Scene, x: float, y: float) -> dict[str, Any]:
 
 
 def _manifest_rows(reg: SceneRegistry, scene_id: str | None) -> list[dict[str, Any]]:
-    from pipeline.hgnstore import HGN_DIR
+    from pipeline.state.hgnstore import HGN_DIR
     from pipeline.storage import get_fs, join_url, strip_protocol
 
     fs = get_fs(reg.store.url, reg.so)

@@ -1,6 +1,6 @@
 """What a scene's store should hold, from its ledger, and whether it does.
 
-:func:`inspect_scene` puts :mod:`pipeline.integrity`'s check together for one scene of an
+:func:`inspect_scene` puts :mod:`pipeline.state.integrity`'s check together for one scene of an
 output: the resume token from the store's provenance, the chunk records of its finished
 units and of its pyramid from the ledger, and the plan's grid for the units no run finished.
 Used by ``hgn-pipeline verify`` (deep), by queries before they answer (cheap) and by
@@ -13,11 +13,11 @@ from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from pipeline.hgnstore import HgnStore
-from pipeline.integrity import PYRAMID_UNIT, Record, SceneIntegrity, check_scene, chunk_key
 from pipeline.io.omezarr import SceneWriter
-from pipeline.ledger import Ledger, RunFingerprint, SceneRecord
 from pipeline.plan import plan_scene
+from pipeline.state.hgnstore import HgnStore
+from pipeline.state.integrity import PYRAMID_UNIT, Record, SceneIntegrity, check_scene, chunk_key
+from pipeline.state.ledger import Ledger, RunFingerprint, SceneRecord
 
 __all__ = ["current_ledger", "expectations", "inspect_scene", "recheck_unchanged"]
 
@@ -74,7 +74,7 @@ def inspect_scene(
     ledger: Ledger | None = None,
     record: SceneRecord | None = None,
 ) -> SceneIntegrity:
-    """Check one scene's store against its ledger (see :func:`pipeline.integrity.check_scene`)."""
+    """Check one scene's store against its ledger (see :func:`.integrity.check_scene`)."""
     so = dict(storage_options or {})
     writer = SceneWriter.open(output_url, scene_id, storage_options=so)
     hgn = dict(writer.attrs.get("hgn") or {})

@@ -21,8 +21,8 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from pipeline.errors import LockLostError, RunLockedError
-from pipeline.hgnstore import HgnStore, age_s, now_utc
 from pipeline.lifecycle import register_emergency, unregister_emergency
+from pipeline.state.hgnstore import HgnStore, age_s, now_utc
 
 __all__ = ["LockInfo", "LockLostError", "RunLock", "RunLockedError"]
 

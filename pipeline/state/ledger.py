@@ -1,7 +1,7 @@
 """Resume ledger of an output store (local path or ``s3://``).
 
 zarr 3 skips empty chunks, so a chunk listing cannot say what a run finished; the ledger can.
-It lives under ``<output>/_hgn/`` next to the run lock (:mod:`pipeline.runlock`)::
+It lives under ``<output>/_hgn/`` next to the run lock (:mod:`pipeline.state.runlock`)::
 
     ledger/current.json                        the run fingerprint the output was written with
     ledger/<fp>/chunks/<scene>/<token>/<chunk> one marker object per finished chunk
@@ -21,7 +21,7 @@ the run's driver, and a resume lists the markers. ``compact`` folds markers into
 The fingerprint (:class:`RunFingerprint`) hashes the checkpoint's sha256 and every setting
 that changes the output, so a resume never mixes outputs of different models or configs: a
 run with another fingerprint is refused unless ``overwrite=True``. ``current.json`` is
-created conditionally (see :mod:`pipeline.hgnstore`).
+created conditionally (see :mod:`pipeline.state.hgnstore`).
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from urllib.parse import unquote
 
 from pipeline.config import OUTPUT_SETTINGS, output_settings
 from pipeline.errors import LedgerMismatchError
-from pipeline.hgnstore import HgnStore, now_utc, segment
+from pipeline.state.hgnstore import HgnStore, now_utc, segment
 
 __all__ = [
     "OUTPUT_SETTINGS",
