@@ -1,6 +1,6 @@
 """Scheduling: catalog scenes -> planned work -> batches, with the ledger asked in bulk.
 
-Per scene: check it can run (:func:`~pipeline.preflight.scene_problem`), plan its unit grid,
+Per scene: check it can run (:func:`~pipeline.plan.preflight.scene_problem`), plan its unit grid,
 make the :class:`SceneJob` workers get, and compute its resume token. The ledger is asked once
 per scene for every unit it already has (one listing, not a request per unit); the batches
 hold only what is missing, same-shape units together so a GPU runs each batch in one call.
@@ -18,7 +18,7 @@ from pipeline.config import RunConfig
 from pipeline.errors import OutputError
 from pipeline.execute import Batch, ModelInfo, SceneJob
 from pipeline.plan import Plan, SceneGrid, WorkUnit, plan_archive, plan_scene, plan_token
-from pipeline.preflight import scene_bands, scene_problem, value_range_problem
+from pipeline.plan.preflight import scene_bands, scene_problem, value_range_problem
 from pipeline.report import SceneReport
 
 __all__ = [

@@ -1,51 +1,15 @@
-"""Work plan: which windows each scene is read in and which output chunks they write.
+"""The windows of one scene: a grid of work units (core + halo), padded only as the model needs.
 
-Pure: computed from scene metadata (shape, dtype) alone, never from pixels; no Ray, Dask,
-zarr or fsspec here, so ``len()`` of a plan is known before any read and tests are instant.
-
-Per scene the output is cut into a grid of ``chunk x chunk`` chunks; the grid includes the
-last partial chunk of each axis, so a scene of extent ``E`` has ``ceil(E / chunk)`` chunks
-along that axis. A :class:`WorkUnit` is one aligned block of ``unit_chunks x unit_chunks``
-chunks (its *core*) plus a ``halo`` of context on every side (its *window*), clipped to the
-scene: context exists only where the scene has pixels, so nothing is invented beyond its
-edges. The window is padded only as the model needs: by reflection at its bottom/right to a
-multiple of ``size_divisor`` (:class:`Pad`, :func:`pipeline.stitch.reflect_pad`; 1 = none,
-the model pads itself). A 7 x 100000 strip thus costs about its own pixels, not
-``(7 + 2 * halo)`` rows per window, and with a halo at least the model's receptive field
-the tiled labels equal one forward pass over the whole scene. Cores tile the scene without
-overlap, so every output chunk has exactly one writer (race-free, idempotent writes).
-
-Plans stream: :meth:`Plan.units` is a generator, so an archive of 10^5 windows never
-materialises as a list (let alone as futures).
+Pure (no Ray, Dask, zarr or fsspec): see :mod:`pipeline.plan` for the rules.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Protocol
 
-__all__ = [
-    "Box",
-    "Pad",
-    "Plan",
-    "PlanSummary",
-    "SceneGrid",
-    "SceneLike",
-    "WorkUnit",
-    "grid_size",
-    "plan_archive",
-    "plan_scene",
-    "plan_token",
-]
-
-# Bytes per output pixel: uint8 labels, plus uint8 confidence when enabled. The pyramid adds
-# 1/4 + 1/16 + ... < 1/3 of level 0 on top.
-_PYRAMID_FACTOR = 4 / 3
-_ITEMSIZE = {"uint8": 1, "uint16": 2, "float32": 4, "int16": 2, "float64": 8}
+__all__ = ["Box", "Pad", "SceneGrid", "WorkUnit", "grid_size", "plan_scene"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,105 +197,9 @@ class SceneGrid:
         return sum(self._axis_windows(extent))
 
 
-class SceneLike(Protocol):
-    """What planning needs of a scene (``pipeline.catalog.SceneInfo`` satisfies it)."""
-
-    scene_id: str
-    shape: tuple[int, int, int]  # (C, H, W)
-    dtype: str
-
-
-@dataclass(frozen=True, slots=True)
-class PlanSummary:
-    """Sizes of a plan, for ``--dry-run`` and progress bars."""
-
-    scenes: int
-    units: int
-    chunks: int
-    output_pixels: int
-    input_pixels: int
-    bytes_read: int
-    bytes_written: int
-
-    def estimated_seconds(self, input_mpx_per_s: float) -> float:
-        """Inference time at a measured model rate (Mpx of model input per second)."""
-        if input_mpx_per_s <= 0:
-            raise ValueError(f"rate {input_mpx_per_s!r} Mpx/s must be > 0")
-        return self.input_pixels / 1e6 / input_mpx_per_s
-
-    def as_dict(self) -> dict[str, int]:
-        return {f: getattr(self, f) for f in self.__dataclass_fields__}
-
-
-@dataclass(frozen=True)
-class Plan:
-    """Unit grids of every planned scene, in catalog order."""
-
-    grids: tuple[SceneGrid, ...]
-    channels: tuple[int, ...]  # bands read per scene (after band selection)
-    itemsizes: tuple[int, ...]  # bytes per input sample per scene
-    confidence: bool = True
-
-    def __len__(self) -> int:
-        return sum(len(g) for g in self.grids)
-
-    def units(self) -> Iterator[WorkUnit]:
-        """All units, scene by scene, row-major; a generator (nothing is materialised)."""
-        for grid in self.grids:
-            yield from grid
-
-    def summary(self) -> PlanSummary:
-        out_px = sum(g.height * g.width for g in self.grids)
-        chunks = sum(math.prod(g.chunk_grid) for g in self.grids)
-        read = sum(
-            g.read_pixels() * c * s
-            for g, c, s in zip(self.grids, self.channels, self.itemsizes, strict=True)
-        )
-        per_px = 2 if self.confidence else 1
-        return PlanSummary(
-            scenes=len(self.grids),
-            units=len(self),
-            chunks=chunks,
-            output_pixels=out_px,
-            input_pixels=sum(g.input_pixels() for g in self.grids),
-            bytes_read=read,
-            bytes_written=round(out_px * per_px * _PYRAMID_FACTOR),
-        )
-
-
 def plan_scene(
     scene_id: str, height: int, width: int, *, chunk: int, halo: int, unit_chunks: int = 1,
     size_divisor: int = 1,
 ) -> SceneGrid:
     """Plan one scene of ``height x width`` pixels."""
     return SceneGrid(scene_id, height, width, chunk, halo, unit_chunks, size_divisor)
-
-
-def plan_archive(
-    scenes: Iterable[SceneLike],
-    *,
-    chunk: int,
-    halo: int,
-    unit_chunks: int = 1,
-    bands: Iterable[int] | None = None,
-    confidence: bool = True,
-) -> Plan:
-    """Plan every scene; ``bands`` (a selection) sets how many channels are read."""
-    band_count = None if bands is None else len(tuple(bands))
-    grids, channels, sizes = [], [], []
-    for s in scenes:
-        c, h, w = s.shape
-        grids.append(plan_scene(s.scene_id, h, w, chunk=chunk, halo=halo, unit_chunks=unit_chunks))
-        channels.append(c if band_count is None else band_count)
-        sizes.append(_ITEMSIZE.get(str(s.dtype), 4))
-    return Plan(tuple(grids), tuple(channels), tuple(sizes), confidence)
-
-
-def plan_token(settings: dict[str, Any]) -> str:
-    """Short, stable fingerprint of the settings that decide a unit's output.
-
-    Used as a resume token: a ledger entry is only trusted under the same token, so a resume
-    never mixes outputs of different configs, checkpoints or inputs.
-    """
-    blob = json.dumps(settings, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
