@@ -2,7 +2,7 @@
 
 Pure numpy (no zarr, no storage): :mod:`pipeline.diff` reads the two label rasters chunk by
 chunk, calls :func:`encode` and :meth:`MatrixAccumulator.add` per chunk and writes the codes
-as the ``labels/change`` layer (:mod:`pipeline.io.change_layer`).
+as the ``labels/change`` layer (:mod:`pipeline.io.omezarr`).
 
 Encoding, one ``uint16`` label image on the scene's grid (so every OME-Zarr label viewer shows
 it with the colours in its ``image-label`` metadata)::

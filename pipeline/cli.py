@@ -168,7 +168,7 @@ def export_cmd(
     The COG keeps the input's CRS and pixel grid, nodata 0, the class colours as a colour
     table and class names in its metadata, 512 px tiles and mode-resampled overviews.
     """
-    from pipeline.export import FORMATS, export_cog
+    from pipeline.io.export import FORMATS, export_cog
     from pipeline.ops_cli import _numbers, _storage_options
     from pipeline.query import OutputStore
 

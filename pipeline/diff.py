@@ -4,7 +4,7 @@
 whose previous labels :mod:`pipeline.previous` kept) read both label rasters chunk by chunk
 through :class:`pipeline.query.SceneView` (memory: a few chunks, whatever the scene size),
 encode them (:mod:`pipeline.change`), write ``labels/change`` into the current store
-(:mod:`pipeline.io.change_layer`) and return the from -> to matrix, which the layer's
+(:mod:`pipeline.io.omezarr`) and return the from -> to matrix, which the layer's
 ``hgn_change`` attribute records; :func:`read_changes` reads it back (``query changes``).
 """
 
@@ -19,7 +19,7 @@ from typing import Any
 from pipeline.areas import NoAreaError, PixelAreas
 from pipeline.change import ChangeMatrix, MatrixAccumulator, encode
 from pipeline.errors import ChangeError
-from pipeline.io.change_layer import ChangeLayerWriter, read_change_attrs
+from pipeline.io.omezarr import ChangeLayerWriter, read_change_attrs
 from pipeline.previous import previous_root, previous_versions
 from pipeline.query import OutputStore, SceneNotFoundError, SceneView
 from pipeline.storage import resolve_url

@@ -19,7 +19,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline.io.omezarr import LABELS_LAYER, _open_group, scene_store_url
+from pipeline.io.omezarr import LABELS_LAYER, open_group, scene_store_url
 from pipeline.state.hgnstore import HGN_DIR, segment
 from pipeline.storage import get_fs, is_remote, join_url, resolve_url, strip_protocol
 
@@ -66,7 +66,7 @@ def previous_versions(output_url: str, scene_id: str,
         root = _url(entry["name"].rstrip("/"), is_remote(output_url))
         store = scene_store_url(root, scene_id)
         try:
-            hgn = dict(_open_group(store, storage_options or {}, mode="r").attrs).get("hgn", {})
+            hgn = dict(open_group(store, storage_options or {}, mode="r").attrs).get("hgn", {})
         except Exception:  # not kept for this scene (or a half-copied version): skip it
             continue
         run_id = hgn.get("run_id") or entry["name"].rstrip("/").rsplit("/", 1)[-1]
@@ -78,7 +78,7 @@ def _copy_labels(src_store: str, dst_store: str, hgn: dict[str, Any],
                  options: Mapping[str, Any]) -> None:
     """The labels of ``src_store`` as a labels-only OME-Zarr at ``dst_store``."""
     fs = get_fs(src_store, options)
-    root = _open_group(dst_store, options, mode="w")
+    root = open_group(dst_store, options, mode="w")
     writer = dict(hgn.get("writer") or {}, confidence=False, confidence_image=None)
     root.attrs.put({"ome": {"version": "0.5"},
                     "hgn": {**hgn, "writer": writer, "kept_from": src_store}})
@@ -93,7 +93,7 @@ def _copy_labels(src_store: str, dst_store: str, hgn: dict[str, Any],
         for d in sorted({t.rsplit("/", 1)[0] for t in targets}):
             fs.makedirs(d, exist_ok=True)
     fs.copy(files, targets)  # s3fs: server-side CopyObject per file
-    seg = _open_group(dst_store, options, mode="r+", path=f"labels/{LABELS_LAYER}")
+    seg = open_group(dst_store, options, mode="r+", path=f"labels/{LABELS_LAYER}")
     ome = dict(seg.attrs["ome"])
     ome["image-label"] = {k: v for k, v in ome["image-label"].items() if k != "source"}
     seg.attrs.update({"ome": ome})  # no confidence image to point at in the copy

@@ -32,8 +32,7 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from pipeline.io.change_layer import CHANGE_LAYER, read_change_attrs
-from pipeline.io.omezarr import LABELS_LAYER
+from pipeline.io.omezarr import CHANGE_LAYER, LABELS_LAYER, read_change_attrs
 from pipeline.query import OutputStore, SceneNotFoundError, SceneView
 from pipeline.state.hgnstore import HGN_DIR, HgnStore, segment
 from pipeline.storage import get_fs, is_remote, join_url, resolve_url, strip_protocol

@@ -15,8 +15,7 @@ from typer.testing import CliRunner
 from pipeline.change import encode
 from pipeline.config import load_config
 from pipeline.execute import LocalExecutor
-from pipeline.io.change_layer import open_change_level
-from pipeline.io.omezarr import SceneWriter
+from pipeline.io.omezarr import SceneWriter, open_change_level
 from pipeline.nightly import nightly
 from pipeline.query import OutputStore
 from pipeline.report import read_manifest

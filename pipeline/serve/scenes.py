@@ -40,7 +40,7 @@ class Scene:
     @property
     def version(self) -> str:
         """Changes whenever a run or a diff rewrites the store (tile URLs carry it)."""
-        from pipeline.io.change_layer import read_change_attrs
+        from pipeline.io.omezarr import read_change_attrs
 
         if "version" not in self._cache:
             h = self.view.hgn

@@ -21,17 +21,10 @@ from typing import Any
 import numpy as np
 
 from pipeline.change import BASE, ChangeMatrix
-from pipeline.io.omezarr import (
-    LABELS_LAYER,
-    _level_shapes,
-    _multiscale,
-    _open_group,
-    downsample_level,
-    georef_attrs,
-    mode_downsample,
-)
+from pipeline.io.omezarr._arrays import open_group, read_array
+from pipeline.io.omezarr._layout import LABELS_LAYER, georef_attrs, level_shapes, multiscale
+from pipeline.io.omezarr._pyramid import downsample_level, mode_downsample
 from pipeline.scene import Georef
-from pipeline.storage import is_remote
 
 __all__ = [
     "CHANGE_LAYER",
@@ -68,25 +61,17 @@ def change_colors(matrix: ChangeMatrix, colors_to: Sequence[Sequence[int]]
     return colors, props
 
 
-def _group(store_url: str, options: Mapping[str, Any], mode: str, path: str | None) -> Any:
-    return _open_group(store_url, options, mode=mode, path=path)
-
-
 def open_change_level(store_url: str, level: int, options: Mapping[str, Any] | None = None
                       ) -> Any:
     """The level-``level`` array of the change layer, read-only (FileNotFoundError if none)."""
-    import zarr
-
-    kw = {"storage_options": dict(options or {})} if is_remote(store_url) else {}
-    return zarr.open_array(store=store_url, path=f"labels/{CHANGE_LAYER}/{level}", mode="r",
-                           **kw)
+    return read_array(store_url, f"labels/{CHANGE_LAYER}/{level}", options)
 
 
 def read_change_attrs(store_url: str, options: Mapping[str, Any] | None = None
                       ) -> dict[str, Any] | None:
     """``hgn_change`` of the layer when the store has a complete one, else None."""
     try:
-        group = _group(store_url, options or {}, "r", f"labels/{CHANGE_LAYER}")
+        group = open_group(store_url, options or {}, "r", f"labels/{CHANGE_LAYER}")
     except (FileNotFoundError, KeyError):
         return None
     except Exception as exc:  # zarr raises its own "not found" types across versions
@@ -103,7 +88,7 @@ class ChangeLayerWriter:
     def __init__(self, store_url: str, height: int, width: int, chunk: tuple[int, int],
                  levels: int, georef: Georef | None, options: Mapping[str, Any] | None) -> None:
         self.url = store_url
-        self.shapes = _level_shapes(height, width, levels)
+        self.shapes = level_shapes(height, width, levels)
         self.chunk = chunk
         self.georef = georef
         self.options = dict(options or {})
@@ -111,11 +96,11 @@ class ChangeLayerWriter:
 
     def create(self, info: Mapping[str, Any]) -> None:
         """Empty arrays, every level; ``hgn_change`` = ``info`` with status "incomplete"."""
-        labels = _group(self.url, self.options, "r+", "labels")
+        labels = open_group(self.url, self.options, "r+", "labels")
         geo0 = georef_attrs(self.georef, self.shapes[0]) if self.georef is not None else {}
         group = labels.create_group(CHANGE_LAYER, overwrite=True, attributes={
             "ome": {"version": "0.5",
-                    "multiscales": [_multiscale(CHANGE_LAYER, len(self.shapes), "mode")],
+                    "multiscales": [multiscale(CHANGE_LAYER, len(self.shapes), "mode")],
                     "image-label": {"colors": [{"label-value": 0, "rgba": [0, 0, 0, 0]}]}},
             "hgn_change": {**info, "status": "incomplete"}, **geo0,
         })
@@ -139,12 +124,12 @@ class ChangeLayerWriter:
         for k in range(1, len(self.shapes)):
             downsample_level(self._arrays[k - 1], self._arrays[k], mode_downsample)
         colors, props = change_colors(matrix, colors_to)
-        group = _group(self.url, self.options, "r+", f"labels/{CHANGE_LAYER}")
+        group = open_group(self.url, self.options, "r+", f"labels/{CHANGE_LAYER}")
         ome = dict(group.attrs["ome"])
         ome["image-label"] = {"colors": colors, "properties": props}
         group.attrs.update({"ome": ome, "hgn_change": {**info, "status": "complete",
                                                        "matrix": matrix.to_dict()}})
-        labels = _group(self.url, self.options, "r+", "labels")
+        labels = open_group(self.url, self.options, "r+", "labels")
         lome = dict(labels.attrs["ome"])
         names = [n for n in lome.get("labels", [LABELS_LAYER]) if n != CHANGE_LAYER]
         lome["labels"] = [*names, CHANGE_LAYER]
