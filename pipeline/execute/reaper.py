@@ -1,6 +1,6 @@
-"""Watchdog of a private Ray: ``python -m pipeline.reaper DRIVER_PID ROOT_PID,ROOT_PID...``.
+"""Watchdog of a private Ray: ``python -m pipeline.execute.reaper DRIVER_PID ROOT_PID,ROOT_PID...``.
 
-Started by :func:`pipeline.raylife.start_private` in its own session, with a pipe on stdin
+Started by :func:`pipeline.execute.raylife.start_private` in its own session, with a pipe on stdin
 whose other end only the driver holds. Every :data:`POLL_S` it records the root processes
 (the Ray node processes the driver started) and all their descendants (agents, workers),
 with start times so a reused pid is never touched. When the driver ends without saying

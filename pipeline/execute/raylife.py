@@ -7,7 +7,7 @@
   inside C++ code that no Python handler can interrupt, so when ``connect_timeout_s``
   (default :data:`DEFAULT_CONNECT_TIMEOUT_S`) expires the process reports the address,
   releases the output lock and exits with code 2.
-- :func:`start_private` starts the private local Ray and a watchdog (:mod:`pipeline.reaper`,
+- :func:`start_private` starts the private local Ray and a watchdog (:mod:`pipeline.execute.reaper`,
   a separate tiny process) that kills every process of that Ray as soon as the driver dies,
   even by SIGKILL: Ray's agents (``DashboardAgent``, ``RuntimeEnvAgent``) otherwise outlive a
   killed driver for minutes. A clean shutdown tells the watchdog to stand down.
@@ -118,7 +118,7 @@ class PrivateRay:
         self.watchdog: subprocess.Popen[bytes] | None = None
         if roots:
             self.watchdog = subprocess.Popen(
-                [sys.executable, "-m", "pipeline.reaper", str(os.getpid()),
+                [sys.executable, "-m", "pipeline.execute.reaper", str(os.getpid()),
                  ",".join(map(str, roots))],
                 stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                 start_new_session=True,  # a signal to the driver's group must not end it
@@ -151,7 +151,7 @@ def start_private(**init: Any) -> PrivateRay:
     except BaseException:  # a signal or an error while starting: stop what was started
         with contextlib.suppress(Exception):
             ray.shutdown()
-        from pipeline.reaper import reap
+        from pipeline.execute.reaper import reap
 
         reap({pid: t for pid, t in _children().items() if before.get(pid) != t})
         raise
