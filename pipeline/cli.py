@@ -105,10 +105,10 @@ def run_cmd(
     """
     console = Console(stderr=True)
     from pipeline.config import load_config
-    from pipeline.dryrun import dry_run as plan_only
     from pipeline.execute import ray_session
-    from pipeline.resume import ResumableRun
     from pipeline.run import RunRequest
+    from pipeline.run.dryrun import dry_run as plan_only
+    from pipeline.run.resume import ResumableRun
 
     try:
         check_num_cpus(num_cpus)

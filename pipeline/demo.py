@@ -126,8 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     from pipeline.errors import PipelineError
     from pipeline.execute import ray_session
     from pipeline.io.omezarr import SceneWriter
-    from pipeline.report import class_iou, confusion_matrix, label_arrays
     from pipeline.run import run_pipeline
+    from pipeline.run.report import class_iou, confusion_matrix, label_arrays
 
     console = Console()
     t0 = time.perf_counter()

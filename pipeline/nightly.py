@@ -1,7 +1,7 @@
 """Nightly incremental processing: only new or changed scenes, with a run history.
 
 ``hgn-pipeline nightly --input URL --output URL`` lists the archive, compares each scene's
-fingerprint with the output's ledger (:mod:`pipeline.resume`) and processes only scenes that
+fingerprint with the output's ledger (:mod:`pipeline.run.resume`) and processes only scenes that
 are new, changed, or failed/unfinished before. A night without changes starts nothing (no
 Ray, no model) and says so. Scenes that vanished from the archive are reported; their outputs
 are kept. Every night appends to ``<output>/_hgn/history/``:
@@ -21,8 +21,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from pipeline.config import RunConfig
-from pipeline.resume import ResumableRun
 from pipeline.run import RunRequest
+from pipeline.run.resume import ResumableRun
 from pipeline.state.hgnstore import HgnStore, now_utc
 from pipeline.storage import resolve_url
 

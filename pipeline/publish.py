@@ -39,7 +39,7 @@ def after_run(output_url: str, result: Any | None, kept: Mapping[str, Any],
               storage_options: Mapping[str, Any] | None = None, console: Any = None) -> None:
     """Change maps into ``result``'s manifest (rewritten), then ``catalog.json``."""
     from pipeline.diff import change_maps
-    from pipeline.report import write_manifest
+    from pipeline.run.report import write_manifest
     from pipeline.stac import CATALOG_FILE
     from pipeline.storage import get_fs, join_url, strip_protocol
 

@@ -28,9 +28,9 @@ from pipeline.config import load_config
 from pipeline.errors import PipelineError, PoolLostError
 from pipeline.execute import LocalExecutor, RayExecutor
 from pipeline.io.omezarr import SceneWriter
-from pipeline.report import read_manifest
-from pipeline.resume import run_resumable
 from pipeline.run import MemoryLedger, run_pipeline
+from pipeline.run.report import read_manifest
+from pipeline.run.resume import run_resumable
 
 ray.cloudpickle.register_pickle_by_value(_standin)  # workers cannot import test modules
 

@@ -30,9 +30,9 @@ from _tiny_checkpoint import tiny_checkpoint
 from pipeline.config import load_config
 from pipeline.execute import RayExecutor
 from pipeline.io.omezarr import SceneWriter
-from pipeline.report import read_manifest
-from pipeline.resume import model_identity, run_resumable
 from pipeline.run import MemoryLedger, run_pipeline
+from pipeline.run.report import read_manifest
+from pipeline.run.resume import model_identity, run_resumable
 from pipeline.state.hgnstore import segment
 from pipeline.state.ledger import Ledger, RunFingerprint
 

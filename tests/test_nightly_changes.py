@@ -18,7 +18,7 @@ from pipeline.execute import LocalExecutor
 from pipeline.io.omezarr import SceneWriter, open_change_level
 from pipeline.nightly import nightly
 from pipeline.query import OutputStore
-from pipeline.report import read_manifest
+from pipeline.run.report import read_manifest
 from pipeline.storage import get_fs, join_url, storage_options_from, strip_protocol
 
 

@@ -19,7 +19,7 @@ from pipeline.errors import DamagedOutputError, OutputNotFoundError, RunInterrup
 from pipeline.execute import LocalExecutor
 from pipeline.io.omezarr import SceneWriter
 from pipeline.query import OutputStore
-from pipeline.resume import run_resumable
+from pipeline.run.resume import run_resumable
 
 runner = CliRunner()
 

@@ -18,7 +18,7 @@ from pipeline.config import load_config
 from pipeline.execute import LocalExecutor
 from pipeline.io.omezarr import SceneWriter
 from pipeline.ops.verify import repair, verify
-from pipeline.resume import run_resumable
+from pipeline.run.resume import run_resumable
 
 runner = CliRunner()
 SCENES = ("a", "sub/b")

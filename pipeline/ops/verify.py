@@ -133,8 +133,8 @@ def repair(
     session: Any | None = None,
 ) -> RepairResult:
     """Recompute the damaged scenes' missing / damaged units (see module docstring)."""
-    from pipeline.resume import model_identity
     from pipeline.run import run_pipeline
+    from pipeline.run.resume import model_identity
     from pipeline.state.runlock import RunLock
 
     so = dict(storage_options or {})

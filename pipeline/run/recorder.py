@@ -16,8 +16,8 @@ from typing import Any
 
 from pipeline.errors import kind_of
 from pipeline.execute import BatchResult, Executor, FinalizeResult, PoolEvent
-from pipeline.report import RunManifest, SceneReport
 from pipeline.run.progress import RunProgress
+from pipeline.run.report import RunManifest, SceneReport
 from pipeline.run.scheduler import ChunkLedger, SceneWork
 from pipeline.state.integrity import PYRAMID_UNIT
 

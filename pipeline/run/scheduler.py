@@ -19,7 +19,7 @@ from pipeline.errors import OutputError
 from pipeline.execute import Batch, ModelInfo, SceneJob
 from pipeline.plan import Plan, SceneGrid, WorkUnit, plan_archive, plan_scene, plan_token
 from pipeline.plan.preflight import scene_bands, scene_problem, value_range_problem
-from pipeline.report import SceneReport
+from pipeline.run.report import SceneReport
 
 __all__ = [
     "ChunkLedger",

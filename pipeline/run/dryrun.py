@@ -189,7 +189,7 @@ def _scene_overhead(ex: Any, scene: SceneInfo, cfg: RunConfig, so: dict[str, Any
     import zarr
 
     from pipeline.io.readers import SceneReader
-    from pipeline.resume import run_resumable
+    from pipeline.run.resume import run_resumable
 
     t = time.perf_counter()
     reader = SceneReader(scene, so)  # a fresh reader: what opening a new input costs
