@@ -16,7 +16,8 @@ layer alone answers "what was here before" for every valid pixel.
 
 The matrix counts every pixel, label 0 included (row/column 0 = no data), so it adds up to the
 whole scene and shows land that became cloud (``x -> 0``) or cleared (``0 -> x``). Its areas
-are geodesic m2 when the scene is georeferenced (the per-pixel areas of :mod:`pipeline.areas`).
+are geodesic m2 when the scene is georeferenced (the per-pixel areas of
+:mod:`pipeline.query.areas`).
 """
 
 from __future__ import annotations

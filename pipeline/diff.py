@@ -16,12 +16,12 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
-from pipeline.areas import NoAreaError, PixelAreas
 from pipeline.change import ChangeMatrix, MatrixAccumulator, encode
 from pipeline.errors import ChangeError
 from pipeline.io.omezarr import ChangeLayerWriter, read_change_attrs
 from pipeline.previous import previous_root, previous_versions
 from pipeline.query import OutputStore, SceneNotFoundError, SceneView
+from pipeline.query.areas import NoAreaError, PixelAreas
 from pipeline.storage import resolve_url
 
 __all__ = ["change_maps", "compute_change", "diff_scene", "read_changes", "resolve_against"]

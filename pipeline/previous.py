@@ -21,7 +21,7 @@ from typing import Any
 
 from pipeline.io.omezarr import LABELS_LAYER, open_group, scene_store_url
 from pipeline.state.hgnstore import HGN_DIR, segment
-from pipeline.storage import get_fs, is_remote, join_url, resolve_url, strip_protocol
+from pipeline.storage import get_fs, is_remote, join_url, listed_root, resolve_url, strip_protocol
 
 __all__ = ["PREVIOUS_DIR", "PreviousVersion", "keep_previous", "previous_root",
            "previous_versions"]
@@ -53,10 +53,7 @@ def previous_versions(output_url: str, scene_id: str,
                       storage_options: Mapping[str, Any] | None = None) -> list[PreviousVersion]:
     """Kept versions of ``scene_id``, oldest first (by the time their run finished it)."""
     output_url = resolve_url(output_url)
-    fs = get_fs(output_url, storage_options)
-    base = join_url(strip_protocol(output_url), HGN_DIR, PREVIOUS_DIR)
-    if is_remote(output_url):
-        fs.invalidate_cache(base)
+    fs, base = listed_root(join_url(output_url, HGN_DIR, PREVIOUS_DIR), storage_options)
     try:
         runs = [e for e in fs.ls(base, detail=True) if e.get("type") == "directory"]
     except FileNotFoundError:
@@ -77,16 +74,13 @@ def previous_versions(output_url: str, scene_id: str,
 def _copy_labels(src_store: str, dst_store: str, hgn: dict[str, Any],
                  options: Mapping[str, Any]) -> None:
     """The labels of ``src_store`` as a labels-only OME-Zarr at ``dst_store``."""
-    fs = get_fs(src_store, options)
+    fs, src = listed_root(join_url(src_store, "labels", LABELS_LAYER), options)
     root = open_group(dst_store, options, mode="w")
     writer = dict(hgn.get("writer") or {}, confidence=False, confidence_image=None)
     root.attrs.put({"ome": {"version": "0.5"},
                     "hgn": {**hgn, "writer": writer, "kept_from": src_store}})
     root.create_group("labels", attributes={"ome": {"version": "0.5", "labels": [LABELS_LAYER]}})
-    src = join_url(strip_protocol(src_store), "labels", LABELS_LAYER)
     dst = join_url(strip_protocol(dst_store), "labels", LABELS_LAYER)
-    if is_remote(src_store):
-        fs.invalidate_cache(src)
     files = fs.find(src)
     targets = [dst + f[len(src):] for f in files]
     if not is_remote(src_store):

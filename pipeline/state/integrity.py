@@ -35,7 +35,7 @@ from typing import Any
 
 from zarr.storage import WrapperStore
 
-from pipeline.storage import get_fs, is_remote, join_url, strip_protocol
+from pipeline.storage import get_fs, is_remote, join_url, listed_root, strip_protocol
 
 __all__ = [
     "PYRAMID_UNIT",
@@ -189,10 +189,7 @@ class SceneIntegrity:
 
 def listing(store_url: str, options: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     """key -> listing entry (size, ETag / mtime) of every object below the store."""
-    fs = get_fs(store_url, options)
-    root = strip_protocol(store_url).rstrip("/")
-    if is_remote(store_url):
-        fs.invalidate_cache(root)
+    fs, root = listed_root(store_url, options)
     try:
         found = fs.find(root, detail=True)
     except FileNotFoundError:

@@ -17,9 +17,17 @@ from typing import Any
 from pipeline.errors import DamagedOutputError
 from pipeline.state.integrity import SceneIntegrity, chunk_key, listing
 
-__all__ = ["DecodingArray", "decode_failure", "tile_key", "trusted_tiles", "untrusted"]
+__all__ = [
+    "DecodingArray",
+    "chunk_tiles",
+    "decode_failure",
+    "tile_key",
+    "trusted_tiles",
+    "untrusted",
+]
 
 _SHOWN = 8  # chunk keys named in one message; the count says how many more
+_Box = tuple[int, int, int, int]
 
 
 def tile_key(array_path: str, chunks: tuple[int, int], tile: tuple[int, int, int, int]) -> str:
@@ -80,17 +88,22 @@ def decode_failure(view: Any, key: str, exc: BaseException) -> DamagedOutputErro
     )
 
 
-def trusted_tiles(view: Any, layer: str, level: int, lbox: tuple[int, int, int, int],
-                  chunks: tuple[int, int], allow_incomplete: bool
-                  ) -> tuple[list[tuple[int, int, int, int]], set[str], str]:
-    """(chunk tiles of ``lbox``, keys not to read, array path) for ``view``; refuses unless
-    ``allow_incomplete`` (see :func:`untrusted`)."""
-    from pipeline.io.omezarr import LABELS_LAYER
+def chunk_tiles(chunks: tuple[int, int], lbox: _Box) -> list[_Box]:
+    """``lbox`` cut along the array's chunk grid (one read per chunk)."""
+    ch, cw = chunks
+    y0, y1, x0, x1 = lbox
+    return [(ty, min((ty // ch + 1) * ch, y1), tx, min((tx // cw + 1) * cw, x1))
+            for ty in [y0, *range((y0 // ch + 1) * ch, y1, ch)]
+            for tx in [x0, *range((x0 // cw + 1) * cw, x1, cw)]]
 
-    path = f"labels/{LABELS_LAYER}/{level}" if layer == LABELS_LAYER else str(level)
-    tiles = view._tiles(chunks, lbox)
-    skip = untrusted(view, view.integrity(), path, level, tiles, chunks, allow_incomplete)
-    return tiles, skip, path
+
+def trusted_tiles(view: Any, array_path: str, level: int, lbox: _Box, chunks: tuple[int, int],
+                  allow_incomplete: bool) -> tuple[list[_Box], set[str]]:
+    """(chunk tiles of ``lbox``, keys not to read) of array ``array_path`` of ``view``;
+    refuses unless ``allow_incomplete`` (see :func:`untrusted`)."""
+    tiles = chunk_tiles(chunks, lbox)
+    skip = untrusted(view, view.integrity(), array_path, level, tiles, chunks, allow_incomplete)
+    return tiles, skip
 
 
 class DecodingArray:

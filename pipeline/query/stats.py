@@ -1,7 +1,7 @@
 """Per-class pixel counts and true areas (m2 on the ellipsoid) of a label window.
 
 Reads a label array tile by tile (memory: one tile), counts pixels per class and weights
-them by their geodesic pixel areas (:mod:`pipeline.areas`): exact per row on grids whose pixel
+them by their geodesic pixel areas (:mod:`pipeline.query.areas`): exact per row on grids whose pixel
 area varies only with latitude (per-row class counts times that row's pixel area), from an
 interpolated area field elsewhere. Scenes without a georeference get pixel counts only:
 ``area_unit`` None, never an invented unit.
@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.areas import NoAreaError, PixelAreas
+from pipeline.query.areas import NoAreaError, PixelAreas
 from pipeline.scene import Georef
 
 __all__ = ["ClassRow", "ClassStats", "class_stats", "with_coverage"]
@@ -131,7 +131,7 @@ def class_stats(scene_id: str, arr: Any, b: _Box, level: int, tiles: Sequence[_B
 
 def with_coverage(st: ClassStats, b: _Box, left_out: set[str]) -> ClassStats:
     """``st`` counted over part of window ``b``: fractions of what was counted, and beside
-    every figure the share of the window it covers (:mod:`pipeline.coverage`)."""
+    every figure the share of the window it covers (:mod:`pipeline.query.coverage`)."""
     counted = sum(r.pixels for r in st.rows)
     coverage = counted / ((b[1] - b[0]) * (b[3] - b[2]))
     rows = tuple(replace(r, fraction=r.pixels / counted if counted else 0.0, coverage=coverage)
