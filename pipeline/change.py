@@ -1,6 +1,6 @@
 """Change between two label rasters of one scene: the change-layer encoding and the matrix.
 
-Pure numpy (no zarr, no storage): :mod:`pipeline.diff` reads the two label rasters chunk by
+Pure numpy (no zarr, no storage): :mod:`pipeline.ops.diff` reads the two label rasters chunk by
 chunk, calls :func:`encode` and :meth:`MatrixAccumulator.add` per chunk and writes the codes
 as the ``labels/change`` layer (:mod:`pipeline.io.omezarr`).
 

@@ -184,7 +184,7 @@ def export_cmd(
     except (PipelineError, ValueError, OSError) as e:
         raise _fail(console, e) from None
     console.print(result.describe(), highlight=False, soft_wrap=True)
-    from pipeline.stac import record_export
+    from pipeline.ops.stac import record_export
 
     try:  # the COG becomes an asset of the scene's STAC item
         record_export(output, scene, result, so)

@@ -283,7 +283,7 @@ def nightly_cmd(
     console = Console(stderr=True)
     from pipeline.config import load_config
     from pipeline.execute import ray_session
-    from pipeline.nightly import nightly
+    from pipeline.ops.nightly import nightly
     from pipeline.parsing import parse_overrides
 
     try:

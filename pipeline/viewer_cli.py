@@ -1,7 +1,7 @@
 """CLI commands of the results side: ``serve`` (web viewer), ``diff`` and ``query changes``.
 
 Mounted on the main app in :mod:`pipeline.cli`. Thin: parse options, call
-:mod:`pipeline.serve`, :mod:`pipeline.diff`, print. Credentials come from the ``s3`` section of
+:mod:`pipeline.serve`, :mod:`pipeline.ops.diff`, print. Credentials come from the ``s3`` section of
 ``--config`` or AWS_* variables, as for ``query``.
 """
 
@@ -54,7 +54,7 @@ def diff_cmd(
     side, else previous * 256 + current); the from -> to matrix (pixels, m2) is recorded
     with it and printed.
     """
-    from pipeline.diff import diff_scene
+    from pipeline.ops.diff import diff_scene
 
     def body() -> None:
         if fmt not in ("table", "json"):
@@ -75,7 +75,7 @@ def changes_cmd(
     config: ConfigOpt = None,
 ) -> None:
     """The from -> to change matrix (pixels, m2) recorded with a scene's change layer."""
-    from pipeline.diff import read_changes
+    from pipeline.ops.diff import read_changes
     from pipeline.query import OutputStore
 
     def body() -> None:
@@ -113,6 +113,6 @@ def stac_cmd(output: OutputOpt, config: ConfigOpt = None) -> None:
     Runs update the items of the scenes they write; this rebuilds all of them (outputs
     written before the catalog existed, or after scenes were deleted by hand).
     """
-    from pipeline.stac import update_catalog
+    from pipeline.ops.stac import update_catalog
 
     _run(lambda: typer.echo(update_catalog(output, _storage_options(config))))

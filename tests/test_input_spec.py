@@ -84,7 +84,7 @@ def test_range_problem_passes_plausible_scenes() -> None:
 def test_shipped_checkpoints_accept_their_training_demo_and_benchmark_scenes(name: str) -> None:
     from bench.model import EVAL_SEEDS
     from hgn_model.data.synthetic import generate_scene
-    from pipeline.demo import DEMO_SCENES
+    from pipeline.ops.demo import DEMO_SCENES
 
     cfg = read_config(SHIPPED_DIR / f"{name}.json")
     train = cfg.training["config"]["data"]

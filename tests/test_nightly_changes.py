@@ -16,7 +16,7 @@ from pipeline.change import encode
 from pipeline.config import load_config
 from pipeline.execute import LocalExecutor
 from pipeline.io.omezarr import SceneWriter, open_change_level
-from pipeline.nightly import nightly
+from pipeline.ops.nightly import nightly
 from pipeline.query import OutputStore
 from pipeline.run.report import read_manifest
 from pipeline.storage import get_fs, join_url, storage_options_from, strip_protocol

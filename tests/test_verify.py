@@ -142,7 +142,7 @@ def test_verify_cli_reports_and_repairs_bit_identical(tmp_path: Path) -> None:
 
 
 def test_nightly_redoes_missing_and_damaged_chunks_of_unchanged_scenes(clean, tmp_path) -> None:
-    from pipeline.nightly import nightly
+    from pipeline.ops.nightly import nightly
 
     archive, good = clean
     out = tmp_path / "out"

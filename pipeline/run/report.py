@@ -13,7 +13,6 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import numpy as np
 from rich.console import Console
 from rich.table import Table
 
@@ -24,9 +23,6 @@ __all__ = [
     "MANIFEST_DIR",
     "RunManifest",
     "SceneReport",
-    "class_iou",
-    "confusion_matrix",
-    "label_arrays",
     "manifest_url",
     "read_manifest",
     "render_summary",
@@ -59,7 +55,7 @@ class SceneReport:
     storage_retries: int = 0  # requests the S3 client retried
     class_pixels: dict[str, int] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
-    # Change map against the scene's previous labels (pipeline.publish): against, summary,
+    # Change map against the scene's previous labels (pipeline.ops.publish): against, summary,
     # matrix (from -> to pixels and m2), or error; None when the scene had no earlier labels
     change: dict[str, Any] | None = None
 
@@ -211,51 +207,3 @@ def _actors_line(ex: dict[str, Any]) -> str:
         f"actors: {len(actors)} ran on {nodes} node(s){more}; units per actor {per}; "
         f"busy {ex.get('busy_fraction', 0.0):.0%} of their time in the model"
     )
-
-
-# ------------------------------------------------------------------ accuracy (Dask reductions)
-
-
-def label_arrays(
-    output_url: str, scene_id: str, info: Any, storage_options: dict[str, Any] | None = None
-) -> tuple[Any, Any]:
-    """Lazy Dask arrays (prediction, ground truth) of a scene; truth needs ``info.ground_truth``."""
-    import dask.array as da
-    import zarr
-
-    from pipeline.io.omezarr import LABELS_LAYER, scene_store_url
-
-    if info.ground_truth is None:
-        raise ValueError(f"scene {scene_id!r} has no ground-truth labels array next to its image")
-    kw = {"storage_options": storage_options} if storage_options else {}
-    pred = zarr.open_array(
-        scene_store_url(output_url, scene_id), path=f"labels/{LABELS_LAYER}/0", mode="r", **kw
-    )
-    truth = zarr.open_array(info.url, path=info.ground_truth, mode="r", **kw)
-    return da.from_zarr(pred), da.from_zarr(truth)
-
-
-def confusion_matrix(pred: Any, truth: Any, num_classes: int) -> np.ndarray:
-    """K x K pixel counts (rows: truth, columns: prediction), reduced chunk by chunk by Dask.
-
-    Memory stays at a few chunks whatever the scene size; ids >= K are ignored.
-    """
-    import dask.array as da
-
-    k = int(num_classes)
-    pred, truth = da.asarray(pred), da.asarray(truth)
-    if pred.shape != truth.shape:
-        raise ValueError(f"prediction {pred.shape} and ground truth {truth.shape} differ in shape")
-    truth = truth.rechunk(pred.chunks)
-    p, t = pred.astype("int64"), truth.astype("int64")
-    idx = da.where((p < k) & (t < k), t * k + p, k * k)  # k*k: out-of-range bin, dropped
-    counts = da.bincount(idx.ravel(), minlength=k * k + 1)
-    return np.asarray(counts.compute()[: k * k]).reshape(k, k)
-
-
-def class_iou(cm: np.ndarray) -> np.ndarray:
-    """Per-class IoU from a confusion matrix (NaN where a class is absent from both)."""
-    tp = np.diag(cm).astype(np.float64)
-    denom = cm.sum(0) + cm.sum(1) - tp
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(denom > 0, tp / denom, np.nan)

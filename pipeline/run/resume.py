@@ -232,7 +232,7 @@ class ResumableRun(AbstractContextManager["ResumableRun"]):
         The request's ``session`` is entered only when there is work (e.g. starting Ray for a
         nightly run).
         """
-        from pipeline.publish import after_run, before_run
+        from pipeline.ops.publish import after_run, before_run
 
         ch = self.changes if self.changes is not None else self.plan()
         if not ch.todo:

@@ -179,8 +179,8 @@ def _manifest_rows(reg: SceneRegistry, scene_id: str | None) -> list[dict[str, A
 
 def history(reg: SceneRegistry, scene_id: str | None = None) -> dict[str, Any]:
     """Nightly history (log lines + reports) and run manifests, newest first."""
-    from pipeline.nightly import read_history
-    from pipeline.previous import previous_versions
+    from pipeline.ops.nightly import read_history
+    from pipeline.ops.previous import previous_versions
 
     lines, reports = read_history(reg.store.url, reg.so)
     nights = [{k: r.get(k) for k in ("run_id", "started", "finished", "summary",

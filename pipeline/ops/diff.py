@@ -1,7 +1,7 @@
 """Change maps: a scene's labels against earlier labels (a kept run, or another output root).
 
 :func:`diff_scene` (``hgn-pipeline diff``) and nightly runs (:func:`change_maps`, for scenes
-whose previous labels :mod:`pipeline.previous` kept) read both label rasters chunk by chunk
+whose previous labels :mod:`pipeline.ops.previous` kept) read both label rasters chunk by chunk
 through :class:`pipeline.query.SceneView` (memory: a few chunks, whatever the scene size),
 encode them (:mod:`pipeline.change`), write ``labels/change`` into the current store
 (:mod:`pipeline.io.omezarr`) and return the from -> to matrix, which the layer's
@@ -19,7 +19,7 @@ from typing import Any
 from pipeline.change import ChangeMatrix, MatrixAccumulator, encode
 from pipeline.errors import ChangeError
 from pipeline.io.omezarr import ChangeLayerWriter, read_change_attrs
-from pipeline.previous import previous_root, previous_versions
+from pipeline.ops.previous import previous_root, previous_versions
 from pipeline.query import OutputStore, SceneNotFoundError, SceneView
 from pipeline.query.areas import NoAreaError, PixelAreas
 from pipeline.storage import resolve_url

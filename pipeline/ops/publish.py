@@ -1,10 +1,10 @@
 """Around a resumable run: keep the labels a run will replace, then publish what it wrote.
 
 ``ResumableRun`` (``run`` and ``nightly``) calls :func:`before_run` with the scenes whose
-input changed, before any store is rewritten (:func:`pipeline.previous.keep_previous`), and
+input changed, before any store is rewritten (:func:`pipeline.ops.previous.keep_previous`), and
 :func:`after_run` once the run is recorded: a change map for each re-segmented scene whose
-earlier labels were kept (:func:`pipeline.diff.change_maps`, recorded in the scene's manifest
-entry), then the STAC catalog (:func:`pipeline.stac.update_catalog`) for the scenes written.
+earlier labels were kept (:func:`pipeline.ops.diff.change_maps`, recorded in the scene's manifest
+entry), then the STAC catalog (:func:`pipeline.ops.stac.update_catalog`) for the scenes written.
 Neither step can fail the run: a problem is recorded in the manifest (``change.error``,
 ``catalog``) and said on the console; the labels themselves are complete either way.
 """
@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 def before_run(output_url: str, changed: Iterable[str], keep: int,
                storage_options: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Keep the previous labels of ``changed`` scenes: ``{scene_id: run id | {"error"}}``."""
-    from pipeline.previous import keep_previous
+    from pipeline.ops.previous import keep_previous
 
     kept: dict[str, Any] = {}
     for sid in changed:
@@ -38,9 +38,9 @@ def before_run(output_url: str, changed: Iterable[str], keep: int,
 def after_run(output_url: str, result: Any | None, kept: Mapping[str, Any],
               storage_options: Mapping[str, Any] | None = None, console: Any = None) -> None:
     """Change maps into ``result``'s manifest (rewritten), then ``catalog.json``."""
-    from pipeline.diff import change_maps
+    from pipeline.ops.diff import change_maps
+    from pipeline.ops.stac import CATALOG_FILE
     from pipeline.run.report import write_manifest
-    from pipeline.stac import CATALOG_FILE
     from pipeline.storage import get_fs, join_url, strip_protocol
 
     so = dict(storage_options or {})
@@ -66,7 +66,7 @@ def after_run(output_url: str, result: Any | None, kept: Mapping[str, Any],
 
 def _catalog(output_url: str, so: Mapping[str, Any], ids: list[str] | None,
              console: Any) -> str:
-    from pipeline.stac import update_catalog
+    from pipeline.ops.stac import update_catalog
 
     try:
         return update_catalog(output_url, so, ids)

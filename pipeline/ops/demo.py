@@ -6,7 +6,7 @@ starts a private Ray on 127.0.0.1, segments them with the shipped checkpoint int
 ``./demo_output/labels``, then prints per-scene class areas and IoU against the ground truth
 stored next to each image, and writes a preview PNG. Nothing else needs to be running.
 
-    python -m pipeline.demo [--root DIR] [--num-cpus N]
+    python -m pipeline.ops.demo [--root DIR] [--num-cpus N]
 """
 
 from __future__ import annotations
@@ -17,10 +17,18 @@ import shutil
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-__all__ = ["DEMO_SCENES", "build_archive", "main"]
+__all__ = [
+    "DEMO_SCENES",
+    "build_archive",
+    "class_iou",
+    "confusion_matrix",
+    "label_arrays",
+    "main",
+]
 
 # (seed, height, width, dtype): 3072 = 3 chunks of 1024; 2900 x 3100 ends mid-chunk. Seeds
 # 3011-3013 are held out: the shipped checkpoints trained on seeds 0-11 (configs/shipped.yaml).
@@ -35,12 +43,17 @@ DEMO_SETTINGS = {"chunk": 1024, "halo": 128, "batch_size": 1, "overwrite": True}
 
 
 def build_archive(root: Path, in_channels: int) -> list[str]:
-    """Write the demo scenes (reused when already there with the same spec)."""
+    """Write the demo scenes (reused when already there with the same spec).
+
+    The spec that was written is kept beside the archive (``<root>-spec.json``), not in it:
+    inside, the catalog would list it as a skipped file.
+    """
     from hgn_model.data.synthetic import GENERATOR_VERSION, generate_scene, write_scene_zarr
 
     spec = {"scenes": DEMO_SCENES, "in_channels": in_channels, "generator": GENERATOR_VERSION}
-    stamp = root / "demo-spec.json"
-    if stamp.exists() and json.loads(stamp.read_text()) == json.loads(json.dumps(spec)):
+    stamp = root.with_name(f"{root.name}-spec.json")
+    if (root.exists() and stamp.exists()
+            and json.loads(stamp.read_text()) == json.loads(json.dumps(spec))):
         return sorted(str(p) for p in root.glob("*.zarr"))
     if root.exists():  # a stale archive of another spec: replace it whole
         shutil.rmtree(root)
@@ -57,6 +70,58 @@ def build_archive(root: Path, in_channels: int) -> list[str]:
         print(f"  wrote {name}", flush=True)
     stamp.write_text(json.dumps(spec))
     return paths
+
+
+# ------------------------------------------------------------------ accuracy (Dask reductions)
+
+
+def label_arrays(
+    output_url: str, scene_id: str, info: Any, storage_options: dict[str, Any] | None = None
+) -> tuple[Any, Any]:
+    """Lazy Dask arrays (prediction, ground truth) of a scene; truth needs ``info.ground_truth``."""
+    import dask.array as da
+    import zarr
+
+    from pipeline.io.omezarr import LABELS_LAYER, scene_store_url
+    from pipeline.storage import open_kwargs
+
+    if info.ground_truth is None:
+        raise ValueError(f"scene {scene_id!r} has no ground-truth labels array next to its image")
+    store = scene_store_url(output_url, scene_id)
+    pred = zarr.open_array(store, path=f"labels/{LABELS_LAYER}/0", mode="r",
+                           **open_kwargs(store, storage_options))
+    truth = zarr.open_array(info.url, path=info.ground_truth, mode="r",
+                            **open_kwargs(info.url, storage_options))
+    return da.from_zarr(pred), da.from_zarr(truth)
+
+
+def confusion_matrix(pred: Any, truth: Any, num_classes: int) -> np.ndarray:
+    """K x K pixel counts (rows: truth, columns: prediction), reduced chunk by chunk by Dask.
+
+    Memory stays at a few chunks whatever the scene size; ids >= K are ignored.
+    """
+    import dask.array as da
+
+    k = int(num_classes)
+    pred, truth = da.asarray(pred), da.asarray(truth)
+    if pred.shape != truth.shape:
+        raise ValueError(f"prediction {pred.shape} and ground truth {truth.shape} differ in shape")
+    truth = truth.rechunk(pred.chunks)
+    p, t = pred.astype("int64"), truth.astype("int64")
+    idx = da.where((p < k) & (t < k), t * k + p, k * k)  # k*k: out-of-range bin, dropped
+    counts = da.bincount(idx.ravel(), minlength=k * k + 1)
+    return np.asarray(counts.compute()[: k * k]).reshape(k, k)
+
+
+def class_iou(cm: np.ndarray) -> np.ndarray:
+    """Per-class IoU from a confusion matrix (NaN where a class is absent from both)."""
+    tp = np.diag(cm).astype(np.float64)
+    denom = cm.sum(0) + cm.sum(1) - tp
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(denom > 0, tp / denom, np.nan)
+
+
+# ------------------------------------------------------------------ preview
 
 
 def _rgb8(img: np.ndarray) -> np.ndarray:
@@ -96,9 +161,12 @@ def write_preview(
     return path
 
 
-def main(argv: list[str] | None = None) -> int:
+# ------------------------------------------------------------------ the demo
+
+
+def _arguments(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(
-        prog="python -m pipeline.demo",
+        prog="python -m pipeline.ops.demo",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -116,26 +184,20 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="checkpoint to use (default: the one shipped with hgn_model)",
     )
-    args = ap.parse_args(argv)
+    return ap.parse_args(argv)
 
-    from rich.console import Console
 
+def _settings(args: argparse.Namespace, console: Any) -> tuple[Any, Any] | None:
+    """(run config, checkpoint config), or None after saying why the demo cannot run."""
     from hgn_model.checkpoint import read_config
-    from pipeline.catalog import catalog
     from pipeline.config import load_config
     from pipeline.errors import PipelineError
-    from pipeline.execute import ray_session
-    from pipeline.io.omezarr import SceneWriter
-    from pipeline.run import run_pipeline
-    from pipeline.run.report import class_iou, confusion_matrix, label_arrays
 
-    console = Console()
-    t0 = time.perf_counter()
     try:
         cfg = load_config(overrides={**DEMO_SETTINGS, "checkpoint": args.checkpoint})
     except PipelineError as e:
         console.print(f"[red]cannot run the demo:[/] {e}", soft_wrap=True)
-        return 2
+        return None
     ckpt = read_config(cfg.checkpoint)
     if ckpt.in_channels not in (3, 4):
         console.print(
@@ -143,7 +205,61 @@ def main(argv: list[str] | None = None) -> int:
             "bands; the synthetic generator draws 3 or 4",
             soft_wrap=True,
         )
+        return None
+    return cfg, ckpt
+
+
+def _score(rep: Any, info: Any, output: Path, names: list[str], console: Any
+           ) -> tuple[str, np.ndarray, np.ndarray, np.ndarray]:
+    """Print one scene's IoU and areas; its preview row (image, truth, prediction)."""
+    from pipeline.io.omezarr import SceneWriter
+    from pipeline.io.readers import open_scene
+
+    writer = SceneWriter.open(str(output), rep.scene_id)
+    cm = confusion_matrix(*label_arrays(str(output), rep.scene_id, info), len(names))
+    iou = class_iou(cm)
+    fg = [i for i in range(1, len(names)) if cm[i].sum() > 0]
+    miou = float(np.nanmean(iou[fg])) if fg else float("nan")
+    areas = ", ".join(
+        f"{n} {100 * rep.class_pixels.get(n, 0) / rep.pixels:.1f}%"
+        for n in names
+        if rep.class_pixels.get(n, 0)
+    )
+    console.print(
+        f"  [bold]{rep.scene_id}[/] ({info.height}x{info.width}, {info.dtype}, "
+        f"{info.bands} bands): mIoU {miou:.3f}, pixel acc "
+        f"{np.trace(cm) / cm.sum():.3f}",
+        highlight=False,
+    )
+    console.print(f"    areas: {areas}", highlight=False, soft_wrap=True)
+    console.print(
+        "    IoU: " + ", ".join(f"{names[i]} {iou[i]:.2f}" for i in fg),
+        highlight=False,
+        soft_wrap=True,
+    )
+    level = min(2, writer.levels - 1)
+    f = 2**level
+    reader = open_scene(info)
+    img = reader.read(0, info.height, 0, info.width)[:, ::f, ::f]
+    truth = reader.read_ground_truth()[::f, ::f]
+    return rep.scene_id, img, truth, writer.read_level(level)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _arguments(argv)
+    from rich.console import Console
+
+    from pipeline.catalog import catalog
+    from pipeline.execute import ray_session
+    from pipeline.ops.stac import update_catalog
+    from pipeline.run import run_pipeline
+
+    console = Console()
+    t0 = time.perf_counter()
+    settings = _settings(args, console)
+    if settings is None:
         return 2
+    cfg, ckpt = settings
     archive, output = (args.root / "archive").resolve(), (args.root / "labels").resolve()
     console.print(f"[bold]1/3[/] synthetic archive in {archive}")
     build_archive(archive, ckpt.in_channels)
@@ -163,41 +279,8 @@ def main(argv: list[str] | None = None) -> int:
     lut = np.full((256, 3), 128, np.uint8)
     lut[: len(ckpt.classes)] = [c.color[:3] for c in ckpt.classes]
     cat = catalog(str(archive))
-    rows = []
-    for rep in result.manifest.scenes:
-        if rep.status != "ok":
-            continue
-        info = cat.get(rep.scene_id)
-        writer = SceneWriter.open(str(output), rep.scene_id)
-        cm = confusion_matrix(*label_arrays(str(output), rep.scene_id, info), len(names))
-        iou = class_iou(cm)
-        fg = [i for i in range(1, len(names)) if cm[i].sum() > 0]
-        miou = float(np.nanmean(iou[fg])) if fg else float("nan")
-        areas = ", ".join(
-            f"{n} {100 * rep.class_pixels.get(n, 0) / rep.pixels:.1f}%"
-            for n in names
-            if rep.class_pixels.get(n, 0)
-        )
-        console.print(
-            f"  [bold]{rep.scene_id}[/] ({info.height}x{info.width}, {info.dtype}, "
-            f"{info.bands} bands): mIoU {miou:.3f}, pixel acc "
-            f"{np.trace(cm) / cm.sum():.3f}",
-            highlight=False,
-        )
-        console.print(f"    areas: {areas}", highlight=False, soft_wrap=True)
-        console.print(
-            "    IoU: " + ", ".join(f"{names[i]} {iou[i]:.2f}" for i in fg),
-            highlight=False,
-            soft_wrap=True,
-        )
-        level = min(2, writer.levels - 1)
-        f = 2**level
-        from pipeline.io.readers import open_scene
-
-        reader = open_scene(info)
-        img = reader.read(0, info.height, 0, info.width)[:, ::f, ::f]
-        truth = reader.read_ground_truth()[::f, ::f]
-        rows.append((rep.scene_id, img, truth, writer.read_level(level)))
+    rows = [_score(rep, cat.get(rep.scene_id), output, names, console)
+            for rep in result.manifest.scenes if rep.status == "ok"]
     preview = write_preview(rows, lut, args.root.resolve() / "preview.png") if rows else None
     console.print(
         f"\noutputs: {output} (one <scene>.ome.zarr each)", highlight=False, soft_wrap=True
@@ -205,8 +288,6 @@ def main(argv: list[str] | None = None) -> int:
     console.print(f"manifest: {result.manifest_url}", highlight=False, soft_wrap=True)
     if preview:
         console.print(f"preview: {preview}", highlight=False, soft_wrap=True)
-    from pipeline.stac import update_catalog
-
     console.print(f"STAC catalog: {update_catalog(str(output))}\nsee them on a map: "
                   f"hgn-pipeline serve --output {args.root / 'labels'}", highlight=False,
                   soft_wrap=True)
