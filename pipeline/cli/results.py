@@ -1,6 +1,6 @@
 """CLI commands of the results side: ``serve`` (web viewer), ``diff`` and ``query changes``.
 
-Mounted on the main app in :mod:`pipeline.cli`. Thin: parse options, call
+Mounted on the main app in :mod:`pipeline.cli.main`. Thin: parse options, call
 :mod:`pipeline.serve`, :mod:`pipeline.ops.diff`, print. Credentials come from the ``s3`` section of
 ``--config`` or AWS_* variables, as for ``query``.
 """
@@ -13,7 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from pipeline.ops_cli import ConfigOpt, OutputOpt, SceneOpt, _run, _storage_options
+from pipeline.cli._common import ConfigOpt, OutputOpt, SceneOpt, run_body, storage_options
 
 if TYPE_CHECKING:
     from pipeline.change import ChangeMatrix
@@ -59,13 +59,13 @@ def diff_cmd(
     def body() -> None:
         if fmt not in ("table", "json"):
             raise typer.BadParameter(f"--format {fmt!r}: use table or json")
-        m = diff_scene(output, scene, against, _storage_options(config))
+        m = diff_scene(output, scene, against, storage_options(config))
         if fmt == "json":
             typer.echo(m.to_json())
         else:
             _print_matrix(m)
 
-    _run(body)
+    run_body(body)
 
 
 def changes_cmd(
@@ -81,14 +81,14 @@ def changes_cmd(
     def body() -> None:
         if fmt not in ("table", "json"):
             raise typer.BadParameter(f"--format {fmt!r}: use table or json")
-        so = _storage_options(config)
+        so = storage_options(config)
         m = read_changes(OutputStore(output, so).scene(scene), so)
         if fmt == "json":
             typer.echo(m.to_json())
         else:
             _print_matrix(m)
 
-    _run(body)
+    run_body(body)
 
 
 def serve_cmd(
@@ -104,7 +104,7 @@ def serve_cmd(
     """
     from pipeline.serve import serve
 
-    _run(lambda: serve(output, host=host, port=port, storage_options=_storage_options(config)))
+    run_body(lambda: serve(output, host=host, port=port, storage_options=storage_options(config)))
 
 
 def stac_cmd(output: OutputOpt, config: ConfigOpt = None) -> None:
@@ -115,4 +115,4 @@ def stac_cmd(output: OutputOpt, config: ConfigOpt = None) -> None:
     """
     from pipeline.ops.stac import update_catalog
 
-    _run(lambda: typer.echo(update_catalog(output, _storage_options(config))))
+    run_body(lambda: typer.echo(update_catalog(output, storage_options(config))))

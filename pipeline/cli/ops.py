@@ -1,6 +1,6 @@
 """CLI commands of the operations side: ``hgn-pipeline nightly`` and ``hgn-pipeline query``.
 
-Mounted on the main app in :mod:`pipeline.cli`. Thin: parse options, call
+Mounted on the main app in :mod:`pipeline.cli.main`. Thin: parse options, call
 :mod:`pipeline.query`, print. Storage credentials come from the ``s3`` section of
 ``--config`` or the usual AWS_* environment variables, never from the command line.
 """
@@ -9,15 +9,38 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from pipeline.errors import PipelineError, RunInterrupted
-from pipeline.lifecycle import handle_signals, interrupted
-from pipeline.parsing import check_num_cpus, one_line
+from pipeline.cli._common import (
+    AddressOpt,
+    AllowOpt,
+    BboxOpt,
+    BoxOpt,
+    ClipOpt,
+    ConfigOpt,
+    InputOpt,
+    LevelOpt,
+    LocalOpt,
+    NumCpusOpt,
+    OutputOpt,
+    ProgressOpt,
+    RunConfigOpt,
+    RunIdOpt,
+    SceneOpt,
+    SetOpt,
+    command_errors,
+    numbers,
+    run_body,
+    session_factory,
+    storage_options,
+    store,
+)
+from pipeline.lifecycle import handle_signals
+from pipeline.parsing import check_num_cpus
 
 __all__ = ["nightly_cmd", "query_app", "verify_cmd"]
 
@@ -29,77 +52,6 @@ query_app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-OutputOpt = Annotated[str, typer.Option("--output", "-o", help="Output root (path or s3://).")]
-SceneOpt = Annotated[str, typer.Option("--scene", "-s", help="Scene id (see `query scenes`).")]
-ConfigOpt = Annotated[
-    Path | None,
-    typer.Option("--config", "-c", help="Run config YAML; only its `s3` section is used."),
-]
-BoxOpt = Annotated[
-    str | None, typer.Option("--box", help="Level-0 pixel box: y0,y1,x0,x1 (half-open).")
-]
-BboxOpt = Annotated[
-    str | None,
-    typer.Option("--bbox", help="Geographic box in the scene's CRS: xmin,ymin,xmax,ymax."),
-]
-LevelOpt = Annotated[int, typer.Option("--level", "-l", help="Pyramid level (0 = full res).")]
-ClipOpt = Annotated[bool, typer.Option("--clip", help="Clip a box that sticks out of the scene.")]
-AllowOpt = Annotated[bool, typer.Option(
-    "--allow-incomplete", help="Answer from the chunks that are there when some are missing, "
-    "damaged or not computed yet (reports their coverage); default: refuse, naming them.")]
-
-
-def _storage_options(config: Path | None) -> dict[str, Any]:
-    from pydantic import ValidationError
-
-    from pipeline.errors import ConfigError
-    from pipeline.parsing import load_yaml_mapping
-    from pipeline.storage import S3Options, storage_options_from
-
-    s3 = None
-    if config is not None:
-        data = load_yaml_mapping(config)  # duplicate keys refused, as for `run`
-        if data.get("s3") is not None:
-            try:
-                s3 = S3Options.model_validate(data["s3"])
-            except ValidationError as exc:
-                # Field and reason only: the input values may be credentials.
-                why = "; ".join(
-                    f"s3.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()
-                )
-                raise ConfigError(f"config file {str(config)!r}: {why}") from None
-    return dict(storage_options_from(s3))
-
-
-def _numbers(text: str | None, what: str, cast: type) -> list[Any] | None:
-    if text is None:
-        return None
-    parts = [p for p in text.replace(" ", "").split(",") if p]
-    try:
-        values = [cast(p) for p in parts]
-    except ValueError:
-        values = []
-    if len(values) != 4:
-        raise typer.BadParameter(f"{what}={text!r}: expected 4 comma-separated numbers")
-    return values
-
-
-def _store(output: str, config: Path | None) -> Any:
-    from pipeline.query import OutputStore
-
-    return OutputStore(output, _storage_options(config))
-
-
-def _run(fn: Any) -> None:
-    """Run a command body; pipeline errors become one red line and exit code 2."""
-    console = Console(stderr=True)
-    try:
-        fn()
-    except (PipelineError, ValueError, OSError) as exc:
-        console.print(f"[red]error:[/] {one_line(exc)}", highlight=False, soft_wrap=True)
-        raise typer.Exit(2) from None
-
-
 @query_app.command("scenes")
 def scenes_cmd(output: OutputOpt, config: ConfigOpt = None,
                as_json: Annotated[bool, typer.Option("--json", help="JSON lines.")] = False
@@ -107,7 +59,7 @@ def scenes_cmd(output: OutputOpt, config: ConfigOpt = None,
     """List scenes with status and provenance."""
 
     def body() -> None:
-        rows = _store(output, config).list_scenes()
+        rows = store(output, config).list_scenes()
         if as_json:
             for r in rows:
                 typer.echo(json.dumps(r.to_dict()))
@@ -122,13 +74,14 @@ def scenes_cmd(output: OutputOpt, config: ConfigOpt = None,
                           "yes" if r.georeferenced else "no")
         Console().print(table)
 
-    _run(body)
+    run_body(body)
 
 
 @query_app.command("show")
 def show_cmd(output: OutputOpt, scene: SceneOpt, config: ConfigOpt = None) -> None:
     """One scene's metadata (shape, levels, classes, georeference, provenance) as JSON."""
-    _run(lambda: typer.echo(json.dumps(_store(output, config).scene(scene).metadata(), indent=1)))
+    run_body(lambda: typer.echo(
+        json.dumps(store(output, config).scene(scene).metadata(), indent=1)))
 
 
 @query_app.command("read")
@@ -147,8 +100,8 @@ def read_cmd(
     """Read a window at any pyramid level into a .npy or a .nc (with coordinates) file."""
 
     def body() -> None:
-        view = _store(output, config).scene(scene)
-        kw = dict(box=_numbers(box, "--box", int), bbox=_numbers(bbox, "--bbox", float),
+        view = store(output, config).scene(scene)
+        kw = dict(box=numbers(box, "--box", int), bbox=numbers(bbox, "--bbox", float),
                   level=level, layer=layer, clip=clip, allow_incomplete=allow_incomplete)
         if out.suffix == ".npy":
             data = view.read(**kw)
@@ -165,7 +118,7 @@ def read_cmd(
             raise typer.BadParameter(f"--out {str(out)!r}: use a .npy or .nc file name")
         typer.echo(f"{out}: {layer} level {level}, {data.shape[0]} x {data.shape[1]} {data.dtype}")
 
-    _run(body)
+    run_body(body)
 
 
 @query_app.command("stats")
@@ -191,8 +144,8 @@ def stats_cmd(
     def body() -> None:
         if fmt not in ("table", "json", "csv"):
             raise typer.BadParameter(f"--format {fmt!r}: use table, json or csv")
-        st = _store(output, config).scene(scene).class_stats(
-            box=_numbers(box, "--box", int), bbox=_numbers(bbox, "--bbox", float),
+        st = store(output, config).scene(scene).class_stats(
+            box=numbers(box, "--box", int), bbox=numbers(bbox, "--bbox", float),
             level=level, clip=clip, allow_incomplete=allow_incomplete)
         if fmt == "json":
             typer.echo(st.to_json())
@@ -220,7 +173,7 @@ def stats_cmd(
             if st.note:
                 Console(stderr=True).print(st.note, highlight=False)
 
-    _run(body)
+    run_body(body)
 
 
 @query_app.command("preview")
@@ -239,40 +192,27 @@ def preview_cmd(
     """PNG preview coloured by the class colours, optionally over the source image."""
 
     def body() -> None:
-        path = _store(output, config).scene(scene).preview(
-            png, box=_numbers(box, "--box", int), bbox=_numbers(bbox, "--bbox", float),
+        path = store(output, config).scene(scene).preview(
+            png, box=numbers(box, "--box", int), bbox=numbers(bbox, "--bbox", float),
             max_size=max_size, source=source, alpha=alpha, clip=clip)
         typer.echo(str(path))
 
-    _run(body)
+    run_body(body)
 
 
 # ------------------------------------------------------------------------------- nightly
 
 
 def nightly_cmd(
-    input: Annotated[
-        str, typer.Option("--input", "-i", help="Archive URL: local path, file:// or s3://b/p.")
-    ],
+    input: InputOpt,
     output: Annotated[str, typer.Option("--output", "-o", help="Output root of earlier runs.")],
-    config: Annotated[
-        Path | None, typer.Option("--config", "-c", help="Run config YAML (as for `run`).")
-    ] = None,
-    set_: Annotated[
-        list[str] | None,
-        typer.Option("--set", help="Override one config field, FIELD=VALUE (repeatable)."),
-    ] = None,
-    address: Annotated[
-        str | None,
-        typer.Option("--address", help="Ray cluster: auto | HOST:PORT | ray://HOST:PORT. "
-                     "Omitted: a private local Ray, started only if there is work."),
-    ] = None,
-    num_cpus: Annotated[
-        int | None, typer.Option("--num-cpus", help="CPUs of the private local Ray.")
-    ] = None,
-    local: Annotated[bool, typer.Option("--local", help="No Ray: run in this process.")] = False,
-    run_id: Annotated[str | None, typer.Option("--run-id", help="Run id (default: time).")] = None,
-    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+    config: RunConfigOpt = None,
+    set_: SetOpt = None,
+    address: AddressOpt = None,
+    num_cpus: NumCpusOpt = None,
+    local: LocalOpt = False,
+    run_id: RunIdOpt = None,
+    progress: ProgressOpt = True,
 ) -> None:
     """Process only new or changed scenes since the last run; append to the run history.
 
@@ -282,24 +222,16 @@ def nightly_cmd(
     """
     console = Console(stderr=True)
     from pipeline.config import load_config
-    from pipeline.execute import ray_session
     from pipeline.ops.nightly import nightly
     from pipeline.parsing import parse_overrides
 
-    try:
+    with command_errors(console):
         check_num_cpus(num_cpus)
         cfg = load_config(config, parse_overrides(set_))
-        session = None if local else (lambda: ray_session(
-            address, num_cpus=num_cpus, connect_timeout_s=cfg.connect_timeout_s))
+        session = session_factory(local, address, num_cpus, cfg.connect_timeout_s)
         with handle_signals():
             report = nightly(input, output, cfg, run_id=run_id, session=session,
                              progress=progress, console=console, summary=True)
-    except (PipelineError, ValueError, OSError) as exc:
-        console.print(f"[red]error:[/] {one_line(exc)}", highlight=False, soft_wrap=True)
-        raise typer.Exit(2) from None
-    except RunInterrupted as exc:
-        console.print(f"[red]error:[/] {interrupted(exc)}", highlight=False, soft_wrap=True)
-        raise typer.Exit(128 + exc.signum) from None
     console.print(report.line(), highlight=False)
     raise typer.Exit(report.exit_code)
 
@@ -330,33 +262,25 @@ def verify_cmd(
     chunks remain; 2: refused (no such output or scene, bad config).
     """
     console = Console(stderr=True)
-    from pipeline.execute import ray_session
     from pipeline.ops.verify import repair as repair_scenes
     from pipeline.ops.verify import verify
     from pipeline.parsing import load_yaml_mapping, parse_overrides
 
-    try:
+    with command_errors(console):
         check_num_cpus(num_cpus)
-        so = _storage_options(config)
+        so = storage_options(config)
         report = verify(output, so, scene=scene)
         if repair and report.damaged:
             overrides = {**(load_yaml_mapping(config) if config else {}),
                          **parse_overrides(set_)}
             timeout = float(overrides.get("connect_timeout_s") or 30.0)
-            session = None if local else (lambda: ray_session(
-                address, num_cpus=num_cpus, connect_timeout_s=timeout))
+            session = session_factory(local, address, num_cpus, timeout)
             with handle_signals():
                 fixed = repair_scenes(output, report.damaged, so, overrides=overrides,
                                       session=session)
             after = verify(output, so, scene=scene)
             after.repaired, after.not_repaired = fixed.repaired, fixed.not_repaired
             report = after
-    except (PipelineError, ValueError, OSError) as exc:
-        console.print(f"[red]error:[/] {one_line(exc)}", highlight=False, soft_wrap=True)
-        raise typer.Exit(2) from None
-    except RunInterrupted as exc:
-        console.print(f"[red]error:[/] {interrupted(exc)}", highlight=False, soft_wrap=True)
-        raise typer.Exit(128 + exc.signum) from None
     for line in report.lines():
         typer.echo(line)
     if report.damaged and not repair:
