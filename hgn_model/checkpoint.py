@@ -26,7 +26,7 @@ from torch import nn
 from hgn_model._version import __version__
 from hgn_model.errors import CheckpointError
 from hgn_model.input_spec import InputSpec, Normalization
-from hgn_model.registry import create_model, list_models
+from hgn_model.registry import create_model, format1_settings, list_models
 
 __all__ = [
     "CheckpointConfig",
@@ -168,6 +168,9 @@ def read_config(path: str | Path) -> CheckpointConfig:
             f"checkpoint config {str(cfg_path)!r}: unknown format {got!r}; expected one of "
             f"{list(READABLE_FORMATS)}"
         )
+    if raw["format"] == "hgn-checkpoint/1" and raw.get("arch") in list_models():
+        # the architecture defaults changed with format 2: rebuild the one it was saved from
+        raw = {**raw, "model_cfg": {**format1_settings(raw["arch"]), **raw.get("model_cfg", {})}}
     raw = {**raw, "format": FORMAT}  # a /1 input spec is converted by InputSpec's validator
     try:
         return CheckpointConfig.model_validate(raw)

@@ -69,9 +69,15 @@ def test_format_2_json_carries_normalization_entries_and_the_class_table(saved) 
     assert read_config(stem).input.normalization_for("uint16").top == 30000.0
 
 
-def test_format_1_checkpoint_loads_and_labels_as_format_1_did(saved) -> None:
-    """A v1 JSON (mean/std in [0, 1] units, uint16_max) keeps its exact uint8 outputs."""
-    stem, _, _ = saved
+def test_format_1_checkpoint_loads_and_labels_as_format_1_did(tmp_path: Path) -> None:
+    """A v1 file (format-1 architecture; mean/std in [0, 1] units, uint16_max) keeps its
+    exact uint8 outputs."""
+    from hgn_model.registry import format1_settings
+
+    torch.manual_seed(0)
+    model = create_model("hgn", 3, width=0.125, **format1_settings("hgn")).eval()
+    stem = tmp_path / "v1"
+    save_checkpoint(model, _config(), stem)
     raw = json.loads(stem.with_suffix(".json").read_text())
     mean, std = [0.41, 0.47, 0.36], [0.21, 0.17, 0.15]
     raw["format"] = "hgn-checkpoint/1"
