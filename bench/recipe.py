@@ -43,6 +43,7 @@ VARIANTS = {  # quality runs: the recipe, and one choice switched back at a time
     "old_contrast": {"loss": {"contrast_sampling": "uniform", "contrast_protos": "all",
                               "bank_momentum": 0.0}},
     "no_contrast": {"loss": {"contrast": 0.0}},
+    "laplacian": {"model_cfg": {"laplacian": True}},
 }
 
 

@@ -36,7 +36,7 @@ _REGISTRY: dict[str, _Entry] = {
 # defaults changed since; applied under a format-1 file's own model_cfg so it still loads.
 _FORMAT1 = {
     HGN: {"gsag_stages": (0, 1, 2), "graft": "trunk", "finest": "lsag_head", "pool_norm": True,
-          "resample": "fine"},
+          "resample": "fine", "laplacian": True},
     ISDNetLike: {"pool_norm": True},
     DeepOnly: {"pool_norm": True},
 }

@@ -249,10 +249,10 @@ def test_tiny_overfit_loss_falls() -> None:
     crit = SegLoss(3)
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
     losses = []
-    for _ in range(25):
+    for _ in range(50):
         loss, _ = crit(model.forward_train(x), y)
         opt.zero_grad()
         loss.backward()
         opt.step()
         losses.append(float(loss.detach()))
-    assert np.mean(losses[-5:]) < 0.6 * np.mean(losses[:3])
+    assert np.mean(losses[-5:]) < 0.6 * np.mean(losses[:3]), losses

@@ -50,6 +50,10 @@ class HGN(SegModel):
             (format 1): 1/4 level of decoder_ch/2, dense 3x3 fusion at 1/8, a 3x3 head.
         pool_norm: BatchNorm in the pyramid pooling's pooled branches (format 1 only).
         resample: LSAG's order of offsets and upsampling ("coarse"; "fine" is format 1).
+        laplacian: feed the shallow branch the Laplacian residual bands as ISDNet does
+            (format 1). Off by default: the full-resolution residual and its concatenation
+            were the largest tensors of the whole forward pass (and ~20% of its CPU time) while
+            the learned stride-2 stem conv sees the same high frequencies in the image itself.
     """
 
     def __init__(
@@ -68,6 +72,7 @@ class HGN(SegModel):
         finest: str = "light",
         pool_norm: bool = False,
         resample: str = "coarse",
+        laplacian: bool = False,
     ) -> None:
         super().__init__()
         if finest_stride not in (4, 8):
@@ -78,7 +83,7 @@ class HGN(SegModel):
         self.downsample = downsample
         self.size_divisor = 32 * downsample
         self.graft = graft
-        self.shallow = ShallowSTDC(in_channels, width)
+        self.shallow = ShallowSTDC(in_channels, width, laplacian=laplacian)
         self.deep = ResNet18(in_channels, width)
         s4_ch, s8_ch, s16_ch = self.shallow.channels
         dchs = self.deep.channels
