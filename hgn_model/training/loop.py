@@ -19,6 +19,7 @@ count a resumed run ends with the weights an uninterrupted one has.
 
 from __future__ import annotations
 
+import json
 import math
 import platform
 import time
@@ -93,8 +94,8 @@ def _tensors(samples: list[Sample], norms: dict[str, Normalization], dtype: str,
     return x, y, detail
 
 
-def _build_model(cfg: TrainConfig, num_classes: int, bands: int, log: Callable[[str], None]
-                 ) -> torch.nn.Module:
+def _build_model(cfg: TrainConfig, num_classes: int, bands: int, log: Callable[[str], None],
+                 class_names: list[str] | None = None) -> torch.nn.Module:
     model = create_model(cfg.model, num_classes, in_channels=bands, **cfg.model_cfg)
     if cfg.init_from:
         from hgn_model.checkpoint import load_checkpoint
@@ -103,8 +104,10 @@ def _build_model(cfg: TrainConfig, num_classes: int, bands: int, log: Callable[[
         if src_cfg.arch != cfg.model:
             raise ConfigError(f"init_from {cfg.init_from!r} is a {src_cfg.arch!r} checkpoint; "
                               f"the config trains {cfg.model!r}")
+        same_classes = class_names == [c.name for c in src_cfg.classes]
+        reinit = set() if same_classes else setup.classifier_tensors(model, num_classes)
         state, adapted, fresh = setup.adapt_state(model, src.state_dict(), src.band_convs(),
-                                                  src_cfg.in_channels, bands)
+                                                  src_cfg.in_channels, bands, reinit)
         model.load_state_dict(state)
         log(f"init_from {cfg.init_from}: {len(state) - len(fresh)} tensors loaded")
         for line in adapted:
@@ -133,7 +136,7 @@ class _Run:
         self.norms = {n.dtype: n for n in setup.normalization_entries(cfg, self.plan)}
         self.train_dtype = self.plan.train[0].dtype
         bands = self.plan.train[0].bands
-        model = _build_model(cfg, k, bands, log).to(self.device)
+        model = _build_model(cfg, k, bands, log, self.classes.names).to(self.device)
         self.model = model.to(memory_format=torch.channels_last)
         weights = LossWeights(**{**LossWeights().__dict__, **cfg.loss})
         if not uses_contrastive(cfg.model):
@@ -214,23 +217,39 @@ class _Run:
 
     # -- state ------------------------------------------------------------------------------
     def state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """(tensors, JSON) to resume from; collective on every rank of a data-parallel run.
+
+        Optimizer and scheduler are the same on every rank; the data RNG, torch RNG and the
+        prototype bank are per rank, gathered into ``ranks``.
+        """
         tensors, meta = flatten_optimizer(self.opt.state_dict())
-        tensors["rng.torch"] = torch.get_rng_state()
-        for k, v in self.criterion.bank.state_dict().items():
-            tensors[f"bank.{k}"] = v.detach().cpu()
+        bank = self.criterion.bank
+        mine = json.dumps({"numpy_rng": self.rng.bit_generator.state,
+                           "torch_rng": torch.get_rng_state().tolist(),
+                           "bank_protos": bank.protos.detach().cpu().tolist(),
+                           "bank_seen": bank.seen.detach().cpu().tolist()})
+        ranks = [mine]
+        if self.rank.world > 1:
+            ranks = [None] * self.rank.world
+            torch.distributed.all_gather_object(ranks, mine)
         sched = {k: v for k, v in self.sched.state_dict().items() if k != "lr_lambdas"}
         return tensors, {"optimizer": meta, "scheduler": sched, "best": self.best,
-                         "numpy_rng": self.rng.bit_generator.state, "rank": self.rank.rank}
+                         "world": self.rank.world, "ranks": [json.loads(r) for r in ranks]}
 
     def restore(self, weights: dict[str, torch.Tensor], tensors: dict[str, torch.Tensor],
                 meta: dict[str, Any]) -> None:
+        if int(meta.get("world", 1)) != self.rank.world:
+            self.log(f"resuming a {meta.get('world')}-worker run on {self.rank.world}: the "
+                     "data streams restart from their saved states where they exist")
         self.model.load_state_dict(weights)
         self.opt.load_state_dict(unflatten_optimizer(tensors, meta["optimizer"]))
         self.sched.load_state_dict({**meta["scheduler"], "lr_lambdas": [None]})
-        self.criterion.bank.load_state_dict(
-            {k[5:]: v for k, v in tensors.items() if k.startswith("bank.")})
-        torch.set_rng_state(tensors["rng.torch"])
-        self.rng.bit_generator.state = meta["numpy_rng"]
+        mine = meta["ranks"][min(self.rank.rank, len(meta["ranks"]) - 1)]
+        bank = self.criterion.bank
+        bank.protos.copy_(torch.tensor(mine["bank_protos"], dtype=bank.protos.dtype))
+        bank.seen.copy_(torch.tensor(mine["bank_seen"], dtype=torch.bool))
+        torch.set_rng_state(torch.tensor(mine["torch_rng"], dtype=torch.uint8))
+        self.rng.bit_generator.state = mine["numpy_rng"]
         self.best, self.step_no = float(meta["best"]), int(meta["step"])
 
 
@@ -245,9 +264,14 @@ def _amp_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
 
 
 def run_training(cfg: TrainConfig, log: Callable[[str], None] = print, resume: bool = False,
-                 rank: Rank | None = None, progress: Any = None
+                 rank: Rank | None = None, progress: Any = None,
+                 on_save: Callable[[int], None] | None = None,
                  ) -> tuple[Path, CheckpointConfig]:
-    """Train per ``cfg``; returns (final weights path, final checkpoint config)."""
+    """Train per ``cfg``; returns (final weights path, final checkpoint config).
+
+    ``progress(record)`` is called after every step; ``on_save(step)`` on every rank after
+    each training checkpoint (Ray Train reports it).
+    """
     from hgn_model.training.evaluation import evaluate_plan
 
     rank = rank or Rank()
@@ -280,20 +304,27 @@ def run_training(cfg: TrainConfig, log: Callable[[str], None] = print, resume: b
         if cfg.eval_every and run.step_no % cfg.eval_every == 0 and run.step_no < cfg.steps \
                 and run.plan.val:
             _validate(run, store, evaluate_plan)
-        if every and run.step_no % every == 0 and run.step_no < cfg.steps and rank.main:
-            store.save(run.step_no, run.model, run.checkpoint_config({}), *run.state(),
-                       keep_last=cfg.keep_last)
-            store.flush_metrics()
+        if every and run.step_no % every == 0 and run.step_no < cfg.steps:
+            state = run.state()  # collective: every rank
+            if rank.main:
+                store.save(run.step_no, run.model, run.checkpoint_config({}), *state,
+                           keep_last=cfg.keep_last)
+                store.flush_metrics()
+            if rank.world > 1:
+                torch.distributed.barrier()
+            if on_save is not None:
+                on_save(run.step_no)
     train_seconds = time.perf_counter() - t_train
     metrics = _validate(run, store, evaluate_plan) if run.plan.val else {}
-    if run.plan.test is not None:  # the benchmark: held-out seeds, val beside them
+    if run.plan.test is not None and rank.main:  # the benchmark: held-out seeds, val beside
         test_src, regions = run.plan.test()
         metrics = {"test_seeds": [int(r) for r, _ in regions],
                    **evaluate_plan(run.model, run.checkpoint_config({}), test_src, regions),
                    "val": metrics}
     final = run.checkpoint_config(metrics, {
         "train_seconds": round(train_seconds, 1),
-        "final_loss": round(float(np.mean(losses[-20:])), 4) if losses else None})
+        "final_loss": round(float(np.mean(losses[-20:])), 4) if losses else None,
+        **_rank_digests(run)})
     path = Path(cfg.output).with_suffix(".safetensors")
     if rank.main:
         final = store.save_final(cfg.output, run.model.eval(), final, cfg.weights_dtype)
@@ -303,6 +334,28 @@ def run_training(cfg: TrainConfig, log: Callable[[str], None] = print, resume: b
             f"{k} {v}" for k, v in metrics.items() if isinstance(v, int | float)))
     store.close()
     return path, final
+
+
+def _rank_digests(run: _Run) -> dict[str, Any]:
+    """sha256 of every rank's final weights and buffers: data-parallel ranks must agree."""
+    import hashlib
+
+    if run.rank.world > 1:  # BN running stats last moved on each rank's own batch: take rank 0's
+        for buf in run.model.buffers():
+            torch.distributed.broadcast(buf, 0)
+    h = hashlib.sha256()
+    for k, v in run.model.state_dict().items():
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    digest = h.hexdigest()
+    digests = [digest]
+    if run.rank.world > 1:
+        digests = [None] * run.rank.world
+        torch.distributed.all_gather_object(digests, digest)
+        if len(set(digests)) != 1:
+            raise RuntimeError(f"data-parallel ranks ended with different weights: {digests}")
+        run.log(f"all {run.rank.world} ranks hold identical weights (sha256 {digest[:16]})")
+    return {"weights_sha256_by_rank": digests}
 
 
 def _validate(run: _Run, store: RunStore, evaluate_plan: Callable[..., dict]) -> dict[str, Any]:

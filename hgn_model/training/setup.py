@@ -166,8 +166,19 @@ def normalization_entries(cfg: TrainConfig, plan: DataPlan) -> list[Normalizatio
     return list(entries.values())
 
 
+def classifier_tensors(model: torch.nn.Module, num_classes: int) -> set[str]:
+    """Weights and biases of the heads' last convs (the ones that output the classes)."""
+    names = set()
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.Conv2d) and module.out_channels == num_classes \
+                and "head" in name.split(".")[0]:
+            names.update(f"{name}.{p}" for p, _ in module.named_parameters())
+    return names
+
+
 def adapt_state(model: torch.nn.Module, state: dict[str, torch.Tensor],
                 band_convs: dict[str, list[tuple[str, int]]], old_bands: int, new_bands: int,
+                reinit: set[str] | frozenset[str] = frozenset(),
                 ) -> tuple[dict[str, torch.Tensor], list[str], list[str]]:
     """Fit a checkpoint's tensors to ``model``: adapt stem convs to a new band count, keep the
     fresh initialisation of tensors that do not fit (a new class table's heads).
@@ -175,13 +186,17 @@ def adapt_state(model: torch.nn.Module, state: dict[str, torch.Tensor],
     ``band_convs`` maps a conv weight to its input segments, ("bands", n) or ("fixed", n) at
     the old band count. Kept bands are copied; new bands get the mean of the old band
     weights; each band segment is scaled by old/new bands, so activations keep their scale.
-    Returns (state, adapted names, re-initialised names).
+    Tensors named in ``reinit`` (the classifiers, when the class table changed) keep their
+    fresh initialisation too. Returns (state, adapted names, re-initialised names).
     """
     target = model.state_dict()
     out, adapted, fresh = {}, [], []
     for name, new in target.items():
-        old = state.get(name)
-        if old is not None and old.shape == new.shape:
+        old = None if name in reinit else state.get(name)
+        if name in reinit:
+            out[name] = new
+            fresh.append(name)
+        elif old is not None and old.shape == new.shape:
             out[name] = old.to(new.dtype)
         elif old is not None and name in band_convs and old_bands != new_bands:
             parts, pos = [], 0
