@@ -103,8 +103,12 @@ def test_run_segments_with_the_users_class_names(inria_run, fx, tmp_path: Path) 
         inria_classes(), key=lambda c: c["id"])]
 
 
-def test_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(fx, tmp_path: Path) -> None:
-    raw = yaml.safe_load(_inria_yaml(fx, tmp_path, steps=6, checkpoint_every=3).read_text())
+@pytest.mark.parametrize("data_threads", [1, 2])
+def test_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(
+        fx, tmp_path: Path, data_threads: int) -> None:
+    """Also with prefetching data threads (the CUDA default), whose draws run a step ahead."""
+    raw = yaml.safe_load(_inria_yaml(fx, tmp_path, steps=6, checkpoint_every=3,
+                                     data_threads=data_threads).read_text())
     raw.pop("val_ids")
     whole = validate_train_config({**raw, "output": str(tmp_path / "a" / "m")})
     train(whole, log=lambda m: None)
@@ -170,3 +174,31 @@ def test_batch_of_one_trains(fx, tmp_path: Path) -> None:
                                  "output": str(tmp_path / "one")})
     _, final = train(cfg, log=lambda m: None)
     assert final.training["steps_done"] == 2
+
+
+def test_device_side_augmentation_equals_the_cpu_path() -> None:
+    """On accelerators the float work moves to the device: same draws, same tensors."""
+    import torch
+
+    from hgn_model.data.sampling import Batcher, ClassIndex, ContextSampler
+    from hgn_model.data.source import SyntheticSource
+    from hgn_model.input_spec import Normalization
+    from hgn_model.training.feed import _device_tensors, _tensors
+
+    src = SyntheticSource([5], 768)
+    index = ClassIndex.build(src, src.scenes, 10)
+    norms = {"uint8": Normalization(dtype="uint8", mean=[100.0, 110.0, 90.0],
+                                    std=[50.0, 45.0, 40.0], value_range=[(0.0, 250.0)] * 3)}
+
+    def batcher() -> Batcher:
+        rng = np.random.default_rng(4)
+        return Batcher(src, ContextSampler(src.scenes, index, 512, 0.5, rng), 128, 2, 0.5,
+                       250.0, rng)
+
+    cpu, dev = batcher(), batcher()
+    for _ in range(3):
+        a, b = cpu.sample(), dev.sample_raw()
+        xa, ya, da = _tensors([a], norms, "uint8", 128, torch.device("cpu"))
+        xb, yb, db = _device_tensors([b], norms, 128, 250.0, torch.device("cpu"))
+        torch.testing.assert_close(xa, xb, atol=1e-5, rtol=1e-5)
+        assert torch.equal(ya, yb) and da == db

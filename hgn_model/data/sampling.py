@@ -135,6 +135,25 @@ class Sample:
     offsets: list[tuple[int, int]]
 
 
+@dataclass
+class RawSample:
+    """A context whose image is still as stored, with the augmentation to apply to it.
+
+    Labels, valid mask and offsets are already augmented. For accelerators: the image moves
+    as stored (1-2 bytes a value) and the float work (rotation, jitter) runs on the device.
+    """
+
+    image: np.ndarray
+    labels: np.ndarray
+    valid: np.ndarray | None
+    offsets: list[tuple[int, int]]
+    rot: int
+    flip: bool
+    gain: float
+    offset: np.ndarray  # (C, 1, 1) float32, in units of the training range top
+    dtype: str
+
+
 class Batcher:
     """Reads, augments and places detail crops for each context the sampler draws.
 
@@ -147,6 +166,26 @@ class Batcher:
                  class_aware: float, top: float, rng: np.random.Generator) -> None:
         self.source, self.sampler, self.crop = source, sampler, crop
         self.per_context, self.class_aware, self.top, self.rng = per_context, class_aware, top, rng
+
+    def sample_raw(self) -> RawSample:
+        """Like :meth:`sample` (the same draws, in the same order) without touching the image."""
+        ref, y0, x0 = self.sampler.next()
+        size, rng = self.sampler.size, self.rng
+        win: Window = read_padded(self.source, ref, y0, x0, size)
+        k = int(rng.integers(4))
+        lab, valid = np.rot90(win.labels, k), win.valid
+        valid = None if valid is None else np.rot90(valid, k)
+        flip = bool(rng.random() < 0.5)
+        if flip:
+            lab = lab[:, ::-1]
+            valid = None if valid is None else valid[:, ::-1]
+        gain = float(rng.uniform(0.85, 1.15))
+        offset = rng.uniform(-0.04, 0.04, size=(win.image.shape[0], 1, 1)).astype(np.float32)
+        lab = np.ascontiguousarray(lab)
+        offsets = ([(0, 0)] if self.crop >= size else
+                   detail_offsets(lab, size, self.crop, self.per_context, self.class_aware, rng))
+        return RawSample(win.image, lab, None if valid is None else np.ascontiguousarray(valid),
+                         offsets, k, flip, gain, offset, ref.dtype)
 
     def sample(self) -> Sample:
         ref, y0, x0 = self.sampler.next()

@@ -11,6 +11,7 @@ benchmark, in memory) here; rasters (``data.kind: pairs``) and zarr groups
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -81,6 +82,14 @@ def read_padded(source: Source, ref: SceneRef, y0: int, x0: int, size: int) -> W
     return Window(image, labels, valid)
 
 
+@functools.lru_cache(maxsize=24)
+def _generated(seed: int, size: int, bands: int, dtype: str):  # -> synthetic.Scene
+    """Scenes are pure functions of their arguments: drawn once per process (read-only use)."""
+    from hgn_model.data.synthetic import generate_scene
+
+    return generate_scene(seed, size, size, bands, dtype)
+
+
 class SyntheticSource:
     """Benchmark scenes drawn from seeds (``hgn_model.data.synthetic``), held in memory.
 
@@ -90,10 +99,10 @@ class SyntheticSource:
 
     def __init__(self, seeds: Sequence[int], size: int = 2448, bands: int = 3,
                  dtype: str = "uint8") -> None:
-        from hgn_model.data.synthetic import CLASSES, generate_scene
+        from hgn_model.data.synthetic import CLASSES
 
         self.dtype = dtype
-        self._scenes = {str(s): generate_scene(s, size, size, bands, dtype) for s in seeds}
+        self._scenes = {str(s): _generated(int(s), size, bands, dtype) for s in seeds}
         self.classes = ClassTable(classes=[
             ClassEntry(id=i, name=c.name, color=c.color) for i, c in enumerate(CLASSES)])
         self.band_names = ["red", "green", "blue", "nir"][:bands]

@@ -142,6 +142,9 @@ class TrainConfig(BaseModel):
                                                        "(0: eval_every, else the end only)")
     keep_last: int = Field(3, ge=1, description="training checkpoints kept (plus best)")
     log_every: int = Field(25, ge=1)
+    data_threads: int = Field(0, ge=0, description="threads drawing crops (0: 1 on CPU, up to "
+                                                   "8 on CUDA, where augmentation runs on the "
+                                                   "device)")
     init_from: str | None = Field(None, description="checkpoint to fine-tune from")
     seed: int = 0
     threads: int | None = Field(None, description="torch threads per worker (None: default)")

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import platform
 import time
 from collections.abc import Callable
@@ -32,14 +33,15 @@ import numpy as np
 import torch
 
 from hgn_model.checkpoint import CheckpointConfig, ClassInfo
-from hgn_model.data.sampling import Batcher, ClassIndex, ContextSampler, Sample
+from hgn_model.data.sampling import ClassIndex
 from hgn_model.errors import ConfigError
-from hgn_model.input_spec import InputSpec, Normalization
+from hgn_model.input_spec import InputSpec
 from hgn_model.losses import LossWeights, SegLoss
 from hgn_model.models._base import Detail
 from hgn_model.registry import create_model, uses_contrastive
 from hgn_model.training import setup
 from hgn_model.training.config import TrainConfig
+from hgn_model.training.feed import Feed
 from hgn_model.training.state import RunStore, flatten_optimizer, unflatten_optimizer
 
 __all__ = ["Rank", "run_training"]
@@ -74,24 +76,6 @@ def _lr_factor(cfg: TrainConfig) -> Callable[[int], float]:
             return (step + 1) / cfg.warmup_steps
         return max(0.0, 1.0 - step / cfg.steps) ** cfg.poly_power
     return factor
-
-
-def _tensors(samples: list[Sample], norms: dict[str, Normalization], dtype: str, crop: int,
-             device: torch.device) -> tuple[torch.Tensor, torch.Tensor, Detail | None]:
-    norm = norms[dtype]
-    mean = np.asarray(norm.mean, np.float32).reshape(-1, 1, 1)
-    inv = (1.0 / np.asarray(norm.std, np.float64)).astype(np.float32).reshape(-1, 1, 1)
-    xs = []
-    for s in samples:
-        x = (s.image - mean) * inv
-        if s.valid is not None:
-            x[:, ~s.valid] = 0.0  # nodata and padding enter as the band mean
-        xs.append(x)
-    x = torch.from_numpy(np.stack(xs)).to(device).contiguous(memory_format=torch.channels_last)
-    y = torch.from_numpy(np.stack([s.labels for s in samples]).astype(np.int64)).to(device)
-    size = samples[0].image.shape[-1]
-    detail = None if crop >= size else Detail.of([s.offsets for s in samples], crop)
-    return x, y, detail
 
 
 def _build_model(cfg: TrainConfig, num_classes: int, bands: int, log: Callable[[str], None],
@@ -151,12 +135,7 @@ class _Run:
             self.opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum,
                                        weight_decay=cfg.weight_decay)
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, _lr_factor(cfg))
-        self.rng = np.random.default_rng([cfg.seed, rank.rank])
         top = self.norms[self.train_dtype].top
-        sampler = ContextSampler(self.plan.train, self.index, self.size, cfg.class_aware,
-                                 self.rng, self.plan.forbidden)
-        self.batcher = Batcher(self.plan.source, sampler, cfg.crop, cfg.details_per_context,
-                               cfg.class_aware, top, self.rng)
         self.net: torch.nn.Module = _TrainView(self.model)
         if rank.world > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
@@ -166,14 +145,15 @@ class _Run:
         self.step_no, self.best, self.history = 0, -math.inf, []
         # decoupled: batch_size detail crops from batch_size / per_context contexts; else
         # (context = crop) batch_size plain crops
-        self.contexts_per_step = (cfg.contexts_per_step if self.size > cfg.crop
-                                  else cfg.batch_size)
+        contexts = cfg.contexts_per_step if self.size > cfg.crop else cfg.batch_size
+        threads = cfg.data_threads or (min(8, os.cpu_count() or 1)
+                                       if self.device.type == "cuda" else 1)
+        self.feed = Feed(self.plan, self.index, self.size, cfg, [cfg.seed, rank.rank],
+                         self.norms, self.train_dtype, top, contexts, self.device, threads)
 
     # -- one step -------------------------------------------------------------------------
     def step(self) -> dict[str, float]:
-        cfg = self.cfg
-        samples = [self.batcher.sample() for _ in range(self.contexts_per_step)]
-        x, y, detail = _tensors(samples, self.norms, self.train_dtype, cfg.crop, self.device)
+        x, y, detail = self.feed.next()
         self.model.train()
         with torch.autocast(self.device.type, dtype=self.amp, enabled=self.amp is not None):
             out = self.net(x, detail)
@@ -224,7 +204,7 @@ class _Run:
         """
         tensors, meta = flatten_optimizer(self.opt.state_dict())
         bank = self.criterion.bank
-        mine = json.dumps({"numpy_rng": self.rng.bit_generator.state,
+        mine = json.dumps({"numpy_rng": self.feed.rng_states(),
                            "torch_rng": torch.get_rng_state().tolist(),
                            "bank_protos": bank.protos.detach().cpu().tolist(),
                            "bank_seen": bank.seen.detach().cpu().tolist()})
@@ -249,7 +229,7 @@ class _Run:
         bank.protos.copy_(torch.tensor(mine["bank_protos"], dtype=bank.protos.dtype))
         bank.seen.copy_(torch.tensor(mine["bank_seen"], dtype=torch.bool))
         torch.set_rng_state(torch.tensor(mine["torch_rng"], dtype=torch.uint8))
-        self.rng.bit_generator.state = mine["numpy_rng"]
+        self.feed.set_rng_states(mine["numpy_rng"])
         self.best, self.step_no = float(meta["best"]), int(meta["step"])
 
 
@@ -333,6 +313,7 @@ def run_training(cfg: TrainConfig, log: Callable[[str], None] = print, resume: b
         log(f"saved {cfg.output}.safetensors: " + ", ".join(
             f"{k} {v}" for k, v in metrics.items() if isinstance(v, int | float)))
     store.close()
+    run.feed.close()
     return path, final
 
 
