@@ -83,17 +83,35 @@ def render_faults(r: dict) -> str:
 
 def render_model(r: dict) -> str:
     rows = ["| model | params (M) | GMACs | CPU latency (s) | peak fwd mem (MiB) | mIoU excl. 0 "
-            "| mIoU all | thin IoU | context IoU |", "|---|---|---|---|---|---|---|---|---|"]
+            "| mIoU all | thin IoU | context IoU | plantation IoU | steps | crop / context "
+            "| train wall (min) |", "|" + "---|" * 13]
     for name, m in r["models"].items():
-        rows.append(f"| {name} | {m['params_m']} | {m['gmacs']} | {m['latency_s']:.2f} | "
-                    f"{m['peak_forward_mib']} | {m['miou_excl_0']} | {m['miou']} | "
-                    f"{m['thin_iou']} | {m['context_iou']} |")
-    lines = [f"_{r['size']}x{r['size']}, eval seeds {r['eval_seeds']}, {r['machine']}._",
-             "", *rows, "", "Targets (hgn vs baselines):", ""]
+        wall = m.get("train_seconds")
+        rows.append(
+            f"| {name} | {m['params_m']} | {m['gmacs']} | {m['latency_s']:.2f} | "
+            f"{m['peak_forward_mib']} | {m['miou_excl_0']} | {m['miou']} | {m['thin_iou']} | "
+            f"{m['context_iou']} | {m.get('plantation_iou')} | {m.get('train_steps')} | "
+            f"{m.get('train_crop')} / {m.get('train_context')} | "
+            f"{'-' if wall is None else round(wall / 60, 1)} |")
+    machines = sorted({m.get("train_machine") for m in r["models"].values()
+                       if m.get("train_machine")})
+    lines = [f"_{r['size']}x{r['size']}, eval seeds {r['eval_seeds']}, {r['machine']}; trained "
+             f"on {', '.join(machines) or 'n/a'}._", "", *rows, "", "Targets (held-out seeds):",
+             ""]
     for key, t in r.get("targets", {}).items():
         lines.append(f"- `{key}`: {t['value']} vs bound {t['bound']}: "
                      + ("**met**" if t["met"] else "**missed**"))
-    lines.append(f"- GPU fp16 images/s: {r.get('gpu_fp16_images_per_s')}")
+    if r.get("seed_spread"):
+        spread = ", ".join(f"{k} {v}" for k, v in r["seed_spread"].items())
+        lines.append(f"- seed-to-seed spread of hgn (|seed 0 - seed 1|): {spread}")
+    w = r.get("windowed")
+    if w:
+        lines.append(f"- windowed ({w['chunk']} + {w['halo']} halo) vs whole-scene hgn on "
+                     f"{w['size']}^2: label agreement {w['label_agreement']}, time ratio "
+                     f"{w['windowed_over_whole_time']} ({w['pixels_read_over_scene']}x the "
+                     "scene's pixels read)")
+    gpu = r.get("gpu")
+    lines.append(f"- GPU fp16/bf16: {gpu if isinstance(gpu, str) else json.dumps(gpu)}")
     return "\n".join(lines)
 
 
