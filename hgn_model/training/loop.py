@@ -187,7 +187,7 @@ class _Run:
             input=InputSpec(bands=self.plan.train[0].bands, band_names=src.band_names,
                             normalization=ordered),
             metrics=metrics,
-            training={"config": self.cfg.model_dump(mode="json"),
+            training={"config": _public(self.cfg.model_dump(mode="json")),
                       "data_fingerprint": self.plan.fingerprint, "steps_done": self.step_no,
                       "context": self.size, "torch_threads": torch.get_num_threads(),
                       "machine": f"{platform.machine()}, {torch.__version__}, "
@@ -231,6 +231,19 @@ class _Run:
         torch.set_rng_state(torch.tensor(mine["torch_rng"], dtype=torch.uint8))
         self.feed.set_rng_states(mine["numpy_rng"])
         self.best, self.step_no = float(meta["best"]), int(meta["step"])
+
+
+_SECRET_WORDS = ("key", "secret", "token", "password")
+
+
+def _public(value: Any) -> Any:
+    """The config as recorded in checkpoints: credential values masked (storage options)."""
+    if isinstance(value, dict):
+        return {k: "***" if any(w in str(k).lower() for w in _SECRET_WORDS)
+                and isinstance(v, str | bytes) else _public(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_public(v) for v in value]
+    return value
 
 
 def _amp_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
@@ -295,6 +308,13 @@ def run_training(cfg: TrainConfig, log: Callable[[str], None] = print, resume: b
             if on_save is not None:
                 on_save(run.step_no)
     train_seconds = time.perf_counter() - t_train
+    if every and store.latest() != run.step_no:  # the end state too: --resume --steps extends
+        state = run.state()
+        if rank.main:
+            store.save(run.step_no, run.model, run.checkpoint_config({}), *state,
+                       keep_last=cfg.keep_last)
+        if rank.world > 1:
+            torch.distributed.barrier()
     metrics = _validate(run, store, evaluate_plan) if run.plan.val else {}
     if run.plan.test is not None and rank.main:  # the benchmark: held-out seeds, val beside
         test_src, regions = run.plan.test()
