@@ -240,3 +240,17 @@ def test_class_aware_sampling_shows_the_least_seen_classes_more_often() -> None:
 
     uniform, aware = seen(0.0), seen(1.0)
     assert aware.min() > 1.3 * uniform.min(), (uniform, aware)
+
+
+def test_example_configs_validate_and_class_files_resolve_next_to_the_config(tmp_path) -> None:
+    from hgn_model.training.config import load_train_config
+
+    examples = Path(__file__).resolve().parents[1] / "hgn_model" / "configs" / "examples"
+    for path in sorted(examples.glob("*.yaml")):
+        cfg = load_train_config(path)
+        assert cfg.data.kind == "pairs" and cfg.data.classes
+    (tmp_path / "classes.yaml").write_text("- {id: 0, name: a}\n- {id: 1, name: b}\n")
+    (tmp_path / "train.yaml").write_text(
+        "data: {kind: zarr, root: /nowhere}\nclasses: classes.yaml\n")
+    assert load_train_config(tmp_path / "train.yaml").data.classes == str(
+        tmp_path / "classes.yaml")

@@ -211,7 +211,16 @@ def load_train_config(path: str | Path, **overrides: Any) -> TrainConfig:
     if not isinstance(raw, dict):
         raise ConfigError(f"training config {str(path)!r} must be a YAML mapping")
     raw.update({k: v for k, v in overrides.items() if v is not None})
+    _relative_to(Path(path).parent, raw)
     return validate_train_config(raw, str(path))
+
+
+def _relative_to(base: Path, raw: dict[str, Any]) -> None:
+    """A class-table file named relative to the config is found next to it."""
+    for holder in (raw, raw.get("data") if isinstance(raw.get("data"), dict) else {}):
+        spec = holder.get("classes")
+        if isinstance(spec, str) and not Path(spec).is_absolute() and (base / spec).is_file():
+            holder["classes"] = str(base / spec)
 
 
 def validate_train_config(raw: dict[str, Any], where: str = "<config>") -> TrainConfig:
