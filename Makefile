@@ -36,6 +36,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/pipeline.py
 	$(BIN)/python bench/scaling.py
 	$(BIN)/python bench/faults.py
+	$(BIN)/python bench/readers.py
 	$(BIN)/python bench/readme.py
 
 # Every shipped checkpoint (hgn, isdnet_like, deep_only, the ablations, a 2nd hgn seed), one

@@ -1,45 +1,53 @@
-"""Catalog: list the scenes of an archive from metadata alone (never reads pixels).
+"""Catalog: walk an archive and hand every file or store to the format that claims it.
 
-A scene is one of
-- a zarr v3 or v2 array;
-- a zarr group holding an ``image`` array (the synthetic benchmark layout); a 2-D ``labels``
-  array of the same height/width next to it is recorded as ground truth;
-- an OME-Zarr image (0.4 on zarr v2, 0.5 on zarr v3): level 0 of its first multiscale, axes
-  ``(c,) y, x`` plus optional singleton ``t``/``z``;
-- a GeoTIFF / COG / plain TIFF (``*.tif``, ``*.tiff``): series 0, level 0.
+The catalog only walks and dispatches; what a scene is, and how it is read, is the business
+of the formats (:mod:`pipeline.io.formats`). Metadata reads only, never pixels.
 
-Discovery walks the prefix directory by directory (one listing each) and never descends into
-a zarr store once found; names starting with ``.`` and the pipeline's ``_hgn`` folder are
-skipped. Scene id = path relative to the archive root without extension, ``/`` kept.
+Walk: directory by directory (one listing each), never descending into a zarr store once
+found. Every entry ends up in exactly one of three lists:
 
-``SceneInfo.shape`` is always ``(C, H, W)``. Plain zarr arrays carry no axis names, so their
-3-D layout (``CHW`` or ``HWC``) comes from the ``layout`` argument; OME-Zarr and TIFF declare
-their axes themselves. 2-D arrays are one band.
+- ``scenes``: a :class:`SceneInfo` per scene (a zarr store, a raster file, or the files of a
+  multi-file scene declared by ``band_files``);
+- ``failures``: a :class:`SceneFailure` per scene that cannot be used (corrupt metadata,
+  unsupported dtype, truncated file, band files on different grids, duplicate ids...);
+- ``skipped``: a :class:`SkippedFile` per file or folder that is not a scene, with its reason
+  (``README.txt: not a raster``, GDAL sidecars, hidden entries, ``_hgn`` bookkeeping).
 
-Fingerprint: sha256 over kind, array path, shape, dtype, axes and, for every metadata object
-read (zarr.json / .zarray / .zattrs, or the TIFF file), its ETag, else size + mtime. For zarr
-this proves the metadata unchanged, not every chunk: rewriting pixels in place without
-touching metadata is not detected (cheap by design).
-
-Unreadable scenes (missing/corrupt metadata, unsupported dtype or axes, truncated TIFF) become
-:class:`SceneFailure` entries naming the reason; the rest of the archive goes on.
+Scene id = path relative to the archive root without its extension, ``/`` kept; for band
+files, the ``{scene}`` part of the pattern. Two entries mapping to the same id both fail,
+each naming the other: neither is picked silently.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import posixpath
+import re
 from collections import deque
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-import numpy as np
-
 from pipeline.errors import ConfigError, StorageError
-from pipeline.io.geotiff import parse_geotiff
+from pipeline.io.formats import (
+    FORMATS,
+    BandFile,
+    Format,
+    Target,
+    format_for_file,
+    format_for_kind,
+    is_zarr_store,
+)
+from pipeline.scene import (
+    LAYOUTS,
+    SUPPORTED_DTYPES,
+    Georef,
+    SceneFailure,
+    SceneInfo,
+    Skip,
+    SkippedFile,
+    Unreadable,
+)
 from pipeline.storage import get_fs, is_remote, join_url, redact, resolve_url, strip_protocol
 
 __all__ = [
@@ -49,105 +57,16 @@ __all__ = [
     "Georef",
     "SceneFailure",
     "SceneInfo",
+    "SkippedFile",
     "catalog",
 ]
 
-LAYOUTS = ("CHW", "HWC")
-SUPPORTED_DTYPES = ("uint8", "uint16", "float32")  # what Segmenter.predict accepts
-TIFF_SUFFIXES = (".ome.tiff", ".ome.tif", ".tiff", ".tif")
-ZARR_SUFFIXES = (".ome.zarr", ".zarr", ".zr")
 SKIP_DIRS = ("_hgn",)  # pipeline bookkeeping under an output root
 META_WORKERS = 16  # parallel metadata reads: S3 latency-bound, a few KB each
-TIFF_BLOCK_SIZE = 1 << 18  # s3 read-ahead for IFD parsing; TIFF headers are small
-
-
-@dataclass(frozen=True)
-class Georef:
-    """CRS + affine transform of pixel (0, 0)'s corner, GDAL order ``(x0, dx, rx, y0, ry, dy)``."""
-
-    crs: str | None
-    transform: tuple[float, float, float, float, float, float]
-
-    def __post_init__(self) -> None:
-        if len(self.transform) != 6:
-            raise ConfigError(
-                f"Georef.transform={self.transform!r} must have 6 floats (x0, dx, rx, y0, ry, dy)"
-            )
-        object.__setattr__(self, "transform", tuple(float(v) for v in self.transform))
-
-    def scaled(self, factor: float) -> Georef:
-        """The georef of a grid downsampled by ``factor`` (same origin, bigger pixels)."""
-        x0, dx, rx, y0, ry, dy = self.transform
-        return Georef(self.crs, (x0, dx * factor, rx * factor, y0, ry * factor, dy * factor))
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"crs": self.crs, "transform": list(self.transform)}
-
-
-@dataclass(frozen=True)
-class SceneInfo:
-    """One scene: where it is, its (C, H, W) shape, dtype, fingerprint and georeference.
-
-    ``axes`` is the stored axis order in lowercase (``"cyx"``, ``"yxc"``, ``"yx"``,
-    ``"tczyx"``...), which the readers use; ``chunks`` the stored chunk/tile shape as (C, H, W)
-    when known.
-    """
-
-    scene_id: str
-    url: str  # zarr store root or TIFF file
-    kind: str  # "zarr" | "ome-zarr" | "tiff"
-    array_path: str | None  # array inside the store ("image", "0"); None: the store is the array
-    shape: tuple[int, int, int]  # (C, H, W)
-    layout: str  # "CHW" | "HWC" as stored
-    dtype: str
-    fingerprint: str
-    georef: Georef | None = None
-    ground_truth: str | None = None  # array path of ground-truth labels in the same store
-    axes: str = ""
-    chunks: tuple[int, int, int] | None = None
-
-    @property
-    def bands(self) -> int:
-        return self.shape[0]
-
-    @property
-    def height(self) -> int:
-        return self.shape[1]
-
-    @property
-    def width(self) -> int:
-        return self.shape[2]
-
-    @property
-    def nbytes(self) -> int:
-        return int(np.prod(self.shape)) * np.dtype(self.dtype).itemsize
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict (manifests, ledgers)."""
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> SceneInfo:
-        values = dict(data)
-        georef = values.get("georef")
-        if isinstance(georef, Mapping):
-            values["georef"] = Georef(georef.get("crs"), tuple(georef["transform"]))
-        values["shape"] = tuple(values["shape"])
-        if values.get("chunks") is not None:
-            values["chunks"] = tuple(values["chunks"])
-        return cls(**values)
-
-
-@dataclass(frozen=True)
-class SceneFailure:
-    """A scene the catalog found but cannot use; ``str()`` names scene, URL and reason."""
-
-    scene_id: str
-    url: str
-    reason: str
-
-    def __str__(self) -> str:
-        return f"scene {self.scene_id!r} ({self.url}): {self.reason}"
+# Files GDAL reads beside a raster: reported as belonging to it, not as stray files.
+SIDECAR_SUFFIXES = (".aux.xml", ".ovr", ".msk", ".tfw", ".tifw", ".pgw", ".pngw", ".jgw",
+                    ".jpgw", ".j2w", ".wld", ".prj", ".imd", ".rpb", ".xml")
+STORE_SUFFIXES = (".ome.zarr", ".zarr", ".zr")
 
 
 @dataclass(frozen=True)
@@ -155,6 +74,7 @@ class Catalog:
     scenes: list[SceneInfo]
     failures: list[SceneFailure] = field(default_factory=list)
     url: str = ""
+    skipped: list[SkippedFile] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.scenes)
@@ -166,475 +86,274 @@ class Catalog:
         raise KeyError(f"scene {scene_id!r} is not in the catalog of {self.url}")
 
 
-class _Unreadable(Exception):
-    """Internal: the scene at hand cannot be used; the message is the reason."""
-
-
 @dataclass(frozen=True)
-class _Candidate:
-    kind: str  # "zarr" or "tiff" (ome-zarr is decided after reading metadata)
-    path: str  # fsspec path
-    scene_id: str
-    url: str
-    entries: dict[str, dict[str, Any]]  # listing of a zarr store's root (names -> info)
-    info: dict[str, Any]  # the TIFF file's own listing entry
+class _Job:
+    fmt: Format
+    target: Target
+
+
+@dataclass
+class _Walk:
+    """What the walk found: store/file jobs, listing failures, skipped entries, plain files."""
+
+    jobs: list[_Job] = field(default_factory=list)
+    failures: list[SceneFailure] = field(default_factory=list)
+    skipped: list[SkippedFile] = field(default_factory=list)
+    files: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)  # rel, path, entry
 
 
 def catalog(
-    url: str, storage_options: Mapping[str, Any] | None = None, layout: str = "CHW"
+    url: str,
+    storage_options: Mapping[str, Any] | None = None,
+    layout: str = "CHW",
+    *,
+    nodata: float | None = None,
+    band_files: Any = None,
 ) -> Catalog:
     """List every scene under ``url`` (see module docstring). Metadata reads only.
 
+    ``layout``: axis order of plain 3-D zarr arrays (``CHW`` or ``HWC``). ``nodata``: the run
+    config's override of every scene's nodata value. ``band_files``: a
+    :class:`pipeline.config.BandFiles` (or its dict) declaring multi-file scenes.
     Raises StorageError when the archive root itself cannot be listed; per-scene problems
-    become ``Catalog.failures``.
+    become ``Catalog.failures``, non-scenes ``Catalog.skipped``.
     """
     if layout not in LAYOUTS:
         raise ConfigError(f"layout={layout!r} is not one of {LAYOUTS}")
+    spec = _band_spec(band_files)
     root = resolve_url(url)
     fs = get_fs(root, storage_options)
     root_path = strip_protocol(root).rstrip("/") or "/"
     if is_remote(root):
         fs.invalidate_cache()  # listings are cached per filesystem instance, across runs
-    candidates, failures = _walk(fs, root, root_path, storage_options)
+    ctx = _Context(fs, root, root_path, dict(storage_options or {}), layout, nodata)
+    walk = _walk(ctx)
+    _dispatch_files(ctx, walk, spec)
 
-    def analyse(cand: _Candidate) -> SceneInfo | SceneFailure:
+    def analyse(job: _Job) -> SceneInfo | SceneFailure | SkippedFile:
+        t = job.target
         try:
-            if cand.kind == "tiff":
-                return _tiff_scene(fs, cand, storage_options)
-            return _zarr_scene(fs, cand, layout)
-        except _Unreadable as exc:
-            return SceneFailure(cand.scene_id, cand.url, str(exc))
+            result = job.fmt.probe(t)
         except Exception as exc:  # storage errors, anything a library raises on bad bytes
             reason = f"{type(exc).__name__}: {redact(str(exc), storage_options)}"
-            return SceneFailure(cand.scene_id, cand.url, f"cannot read metadata: {reason}")
+            return SceneFailure(t.scene_id, t.url, f"cannot read metadata: {reason}")
+        if isinstance(result, Unreadable):
+            return SceneFailure(t.scene_id, t.url, result.reason)
+        if isinstance(result, Skip):
+            return SkippedFile(ctx.rel(t.path), t.url, result.reason)
+        return result if nodata is None else replace(result, nodata=nodata)
 
-    workers = max(1, min(META_WORKERS, len(candidates)))
+    workers = max(1, min(META_WORKERS, len(walk.jobs)))
     with ThreadPoolExecutor(workers, thread_name_prefix="catalog") as pool:
-        results = list(pool.map(analyse, candidates))
-
-    scenes: list[SceneInfo] = []
-    seen: dict[str, str] = {}
-    for result in results:
-        if isinstance(result, SceneFailure):
-            failures.append(result)
-        elif result.scene_id in seen:
-            failures.append(
-                SceneFailure(
-                    result.scene_id,
-                    result.url,
-                    f"duplicate scene id {result.scene_id!r}: {seen[result.scene_id]} has it "
-                    "too; rename one of them (ids drop the extension)",
-                )
-            )
-        else:
-            seen[result.scene_id] = result.url
-            scenes.append(result)
-    scenes.sort(key=lambda s: s.scene_id)
-    failures.sort(key=lambda f: f.scene_id)
-    return Catalog(scenes=scenes, failures=failures, url=root)
+        results = list(pool.map(analyse, walk.jobs))
+    scenes = [r for r in results if isinstance(r, SceneInfo)]
+    failures = walk.failures + [r for r in results if isinstance(r, SceneFailure)]
+    skipped = walk.skipped + [r for r in results if isinstance(r, SkippedFile)]
+    scenes, failures = _no_duplicates(scenes, failures)
+    return Catalog(
+        scenes=sorted(scenes, key=lambda s: s.scene_id),
+        failures=sorted(failures, key=lambda f: (f.scene_id, f.url)),
+        url=root,
+        skipped=sorted(skipped, key=lambda s: s.path),
+    )
 
 
-# --------------------------------------------------------------------------- discovery
+# --------------------------------------------------------------------------- walking
+
+
+@dataclass(frozen=True)
+class _Context:
+    fs: Any
+    root: str
+    root_path: str
+    storage_options: dict[str, Any]
+    layout: str
+    nodata: float | None
+
+    def rel(self, path: str) -> str:
+        return posixpath.relpath(path, self.root_path) if path != self.root_path else ""
+
+    def url_of(self, path: str) -> str:
+        rel = self.rel(path)
+        return join_url(self.root, rel) if rel not in ("", ".") else self.root
+
+    def target(self, path: str, scene_id: str, **kw: Any) -> Target:
+        return Target(self.url_of(path), path, scene_id, self.fs, self.storage_options,
+                      self.layout, nodata=self.nodata, **kw)
 
 
 def _scene_id(rel: str) -> str:
     lower = rel.lower()
-    for suffix in (*ZARR_SUFFIXES, *TIFF_SUFFIXES):
+    suffixes = sorted({*STORE_SUFFIXES, *_file_suffixes()}, key=len, reverse=True)
+    for suffix in suffixes:
         if lower.endswith(suffix) and len(rel) > len(suffix):
             return rel[: -len(suffix)]
     return rel
 
 
-def _url_of(root: str, root_path: str, path: str) -> str:
-    rel = posixpath.relpath(path, root_path) if path != root_path else ""
-    return join_url(root, rel) if rel not in ("", ".") else root
+def _file_suffixes() -> tuple[str, ...]:
+    return tuple(s for fmt in FORMATS for s in fmt.suffixes)
 
 
-def _is_zarr_name(name: str) -> bool:
-    return name.lower().endswith(ZARR_SUFFIXES)
+def _root_error(ctx: _Context, exc: Exception, what: str) -> StorageError:
+    if isinstance(exc, FileNotFoundError):
+        return StorageError(f"archive {ctx.root} does not exist: check the URL (and the S3 "
+                            "endpoint/bucket)")
+    return StorageError(f"cannot {what} archive {ctx.root}: {type(exc).__name__}: "
+                        f"{redact(str(exc), ctx.storage_options)}")
 
 
-def _is_tiff(name: str) -> bool:
-    return name.lower().endswith(TIFF_SUFFIXES)
-
-
-def _walk(
-    fs: Any, root: str, root_path: str, storage_options: Mapping[str, Any] | None
-) -> tuple[list[_Candidate], list[SceneFailure]]:
+def _walk(ctx: _Context) -> _Walk:
+    walk = _Walk()
     try:
-        top = fs.info(root_path)
-    except FileNotFoundError:
-        raise StorageError(
-            f"archive {root} does not exist: check the URL (and the S3 endpoint/bucket)"
-        ) from None
+        top = ctx.fs.info(ctx.root_path)
     except Exception as exc:
-        raise StorageError(
-            f"cannot access archive {root}: {type(exc).__name__}: "
-            f"{redact(str(exc), storage_options)}"
-        ) from None
-    base = posixpath.basename(root_path.rstrip("/")) or root_path
-    if top.get("type") != "directory":
-        if not _is_tiff(base):
-            raise StorageError(f"archive {root} is a file but not a TIFF (*.tif, *.tiff)")
-        return [_Candidate("tiff", root_path, _scene_id(base), root, {}, top)], []
-
-    candidates: list[_Candidate] = []
-    failures: list[SceneFailure] = []
-    queue: deque[str] = deque([root_path])
+        raise _root_error(ctx, exc, "access") from None
+    base = posixpath.basename(ctx.root_path.rstrip("/")) or ctx.root_path
+    if top.get("type") != "directory":  # the archive is one file
+        walk.files.append((base, ctx.root_path, top))
+        return walk
+    queue: deque[str] = deque([ctx.root_path])
     while queue:
         path = queue.popleft()
-        rel = posixpath.relpath(path, root_path) if path != root_path else ""
         try:
-            listing = fs.ls(path, detail=True)
+            listing = ctx.fs.ls(path, detail=True)
         except Exception as exc:
-            if path == root_path:
-                raise StorageError(
-                    f"cannot list archive {root}: {type(exc).__name__}: "
-                    f"{redact(str(exc), storage_options)}"
-                ) from None
-            detail = redact(str(exc), storage_options)
-            reason = f"cannot list folder: {type(exc).__name__}: {detail}"
-            failures.append(SceneFailure(_scene_id(rel), _url_of(root, root_path, path), reason))
+            if path == ctx.root_path:
+                raise _root_error(ctx, exc, "list") from None
+            detail = redact(str(exc), ctx.storage_options)
+            walk.failures.append(SceneFailure(_scene_id(ctx.rel(path)), ctx.url_of(path),
+                                              f"cannot list folder: {type(exc).__name__}: "
+                                              f"{detail}"))
             continue
         entries = {posixpath.basename(e["name"].rstrip("/")): e for e in listing}
-        named_zarr = path != root_path and _is_zarr_name(posixpath.basename(path))
-        if named_zarr or {"zarr.json", ".zarray", ".zgroup"} & entries.keys():
+        entries = {k: v for k, v in entries.items() if v["name"].rstrip("/") != path}
+        if is_zarr_store(posixpath.basename(path) if path != ctx.root_path else base, entries):
+            rel = ctx.rel(path)
             scene_id = _scene_id(rel) if rel else _scene_id(base)
-            url = _url_of(root, root_path, path)
-            candidates.append(_Candidate("zarr", path, scene_id, url, entries, {}))
+            walk.jobs.append(_Job(format_for_kind("zarr"),
+                                  ctx.target(path, scene_id, entries=entries)))
             continue  # never descend into a zarr store (one without metadata fails, named)
         for name in sorted(entries):
-            entry = entries[name]
-            if name.startswith(".") or name in SKIP_DIRS or entry["name"].rstrip("/") == path:
-                continue
-            child = posixpath.join(path, name)
-            if entry.get("type") == "directory":
+            entry, child = entries[name], posixpath.join(path, name)
+            is_dir = entry.get("type") == "directory"
+            if name.startswith(".") or (name in SKIP_DIRS and is_dir):
+                why = ("hidden (its name starts with '.'): not read" if name.startswith(".")
+                       else "pipeline bookkeeping folder: not read")
+                walk.skipped.append(SkippedFile(ctx.rel(child) + ("/" if is_dir else ""),
+                                                ctx.url_of(child), why))
+            elif is_dir:
                 queue.append(child)
-            elif _is_tiff(name):
-                child_rel = posixpath.relpath(child, root_path)
-                candidates.append(
-                    _Candidate("tiff", child, _scene_id(child_rel),
-                               _url_of(root, root_path, child), {}, entry)
-                )
-    return candidates, failures
+            else:
+                walk.files.append((ctx.rel(child), child, entry))
+    return walk
 
 
-# --------------------------------------------------------------------------- fingerprints
+# --------------------------------------------------------------------------- dispatch
 
 
-def _stamp(info: Mapping[str, Any]) -> str:
-    etag = info.get("ETag") or info.get("etag")
-    if etag:
-        return "etag:" + str(etag).strip('"')
-    mtime = info.get("mtime", info.get("LastModified", info.get("created")))
-    if hasattr(mtime, "isoformat"):
-        mtime = mtime.isoformat()
-    return f"size:{info.get('size')},mtime:{mtime}"
+@dataclass(frozen=True)
+class _BandSpec:
+    pattern: str
+    bands: tuple[str, ...]
+    regex: re.Pattern[str]
 
 
-def _fingerprint(kind: str, array_path: str | None, shape: tuple[int, ...], dtype: str,
-                 axes: str, stamps: list[tuple[str, str]]) -> str:
-    payload = json.dumps([kind, array_path, list(shape), dtype, axes, sorted(stamps)])
-    return hashlib.sha256(payload.encode()).hexdigest()[:32]
-
-
-def _check_dtype(dtype: np.dtype, where: str) -> str:
-    name = dtype.newbyteorder("=").name if dtype.byteorder not in ("=", "|") else dtype.name
-    if name not in SUPPORTED_DTYPES:
-        raise _Unreadable(
-            f"{where} has dtype {name!r}, which is not supported; convert the scene to one of "
-            f"{', '.join(SUPPORTED_DTYPES)}"
-        )
-    return name
-
-
-def _to_chw(axes: str, shape: tuple[int, ...], where: str) -> tuple[tuple[int, int, int], str]:
-    """(C, H, W) and the stored layout for lowercase axes (c, y, x and singleton t / z)."""
-    if len(axes) != len(shape):
-        raise _Unreadable(f"{where}: axes {axes!r} do not match its {len(shape)}-D shape {shape}")
-    sizes = dict(zip(axes, shape, strict=True))
-    if "y" not in sizes or "x" not in sizes or len(set(axes)) != len(axes):
-        raise _Unreadable(f"{where}: axes {axes!r} need exactly one 'y' and one 'x' axis")
-    extra = [a for a in axes if a not in "cyx"]
-    if any(sizes[a] != 1 for a in extra):
-        raise _Unreadable(
-            f"{where}: axes {axes!r} with shape {shape}: only c, y, x may exceed size 1 "
-            "(one time point, one z plane); split the scene"
-        )
-    shape_chw = (sizes.get("c", 1), sizes["y"], sizes["x"])
-    if min(shape_chw) < 1:
-        raise _Unreadable(f"{where} is empty: shape {shape}")
-    spatial = [a for a in axes if a in "cyx"]
-    layout = "HWC" if spatial == ["y", "x", "c"] else "CHW"
-    if "c" in sizes and spatial not in (["c", "y", "x"], ["y", "x", "c"]):
-        raise _Unreadable(
-            f"{where}: axis order {axes!r} is not supported; store (c, y, x) or (y, x, c)"
-        )
-    return shape_chw, layout
-
-
-# --------------------------------------------------------------------------- zarr
-
-
-def _read_json(fs: Any, path: str) -> dict[str, Any] | None:
-    try:
-        raw = fs.cat_file(path)
-    except FileNotFoundError:
+def _band_spec(band_files: Any) -> _BandSpec | None:
+    if band_files is None:
         return None
-    try:
-        doc = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise _Unreadable(f"{posixpath.basename(path)} is not valid JSON ({exc})") from None
-    if not isinstance(doc, dict):
-        raise _Unreadable(f"{posixpath.basename(path)} is not a JSON object")
-    return doc
-
-
-@dataclass
-class _Node:
-    """Metadata of one zarr node (array or group) plus the stamps of the files read."""
-
-    zarr_format: int
-    is_array: bool
-    doc: dict[str, Any]
-    attrs: dict[str, Any]
-    stamps: list[tuple[str, str]]
-
-
-def _read_node(fs: Any, store: str, sub: str, entries: Mapping[str, dict] | None) -> _Node | None:
-    """zarr v3 or v2 metadata of ``store/sub``; None when no node is there."""
-    base = posixpath.join(store, sub) if sub else store
-
-    def stamp(name: str) -> tuple[str, str]:
-        key = posixpath.join(sub, name) if sub else name
-        info = entries.get(name) if (entries is not None and not sub) else None
-        return key, _stamp(info if info is not None else fs.info(posixpath.join(base, name)))
-
-    doc = _read_json(fs, posixpath.join(base, "zarr.json"))
-    if doc is not None:
-        if doc.get("zarr_format") != 3 or doc.get("node_type") not in ("array", "group"):
-            name = posixpath.join(sub, "zarr.json") if sub else "zarr.json"
-            raise _Unreadable(
-                f"{name} is not zarr v3 metadata (zarr_format={doc.get('zarr_format')!r}, "
-                f"node_type={doc.get('node_type')!r})"
-            )
-        attrs = doc.get("attributes") or {}
-        return _Node(3, doc["node_type"] == "array", doc, attrs, [stamp("zarr.json")])
-    for name, is_array in ((".zarray", True), (".zgroup", False)):
-        doc = _read_json(fs, posixpath.join(base, name))
-        if doc is None:
-            continue
-        stamps = [stamp(name)]
-        attrs = _read_json(fs, posixpath.join(base, ".zattrs"))
-        if attrs is not None:
-            stamps.append(stamp(".zattrs"))
-        return _Node(2, is_array, doc, attrs or {}, stamps)
-    return None
-
-
-def _array_meta(
-    node: _Node, where: str
-) -> tuple[tuple[int, ...], np.dtype, tuple[int, ...] | None]:
-    """Shape, numpy dtype and chunk shape, validated by zarr's own metadata parser."""
-    from zarr.core.metadata import ArrayV2Metadata, ArrayV3Metadata
+    from pipeline.config import BandFiles
 
     try:
-        if node.zarr_format == 3:
-            meta = ArrayV3Metadata.from_dict(dict(node.doc))
-        else:
-            meta = ArrayV2Metadata.from_dict({**node.doc, "attributes": node.attrs})
-        dtype = np.dtype(meta.dtype.to_native_dtype())
+        spec = band_files if isinstance(band_files, BandFiles) else BandFiles.model_validate(
+            band_files)
     except Exception as exc:
-        raise _Unreadable(f"{where}: invalid zarr metadata: {type(exc).__name__}: {exc}") from None
-    try:
-        chunks: tuple[int, ...] | None = tuple(int(c) for c in meta.chunks)
-    except Exception:  # irregular / extension chunk grids
-        chunks = None
-    return tuple(int(s) for s in meta.shape), dtype, chunks
+        raise ConfigError(f"band_files={band_files!r}: {exc}") from None
+    parts = [re.escape(p) for p in re.split(r"(\{scene\}|\{band\})", spec.pattern)]
+    regex = "".join({re.escape("{scene}"): "(?P<scene>.+)",
+                     re.escape("{band}"): "(?P<band>[^/]+?)"}.get(p, p) for p in parts)
+    return _BandSpec(spec.pattern, tuple(spec.bands), re.compile(regex))
 
 
-def _georef_from_attrs(attrs: Mapping[str, Any]) -> Georef | None:
-    """Georef from our own output attrs, a ``georeference`` dict, or GeoZarr-style keys."""
-    candidates = [attrs.get("georeference"), (attrs.get("hgn") or {}).get("georeference")]
-    for cand in candidates:
-        if isinstance(cand, Mapping) and cand.get("transform") is not None:
-            return Georef(cand.get("crs"), tuple(cand["transform"]))
-    transform = attrs.get("spatial:transform")
-    if transform is not None and len(transform) >= 6:
-        a, b, c, d, e, f = (float(v) for v in transform[:6])  # rasterio Affine order
-        return Georef(attrs.get("proj:code") or attrs.get("proj:wkt2"), (c, a, b, f, d, e))
-    return None
+def _dispatch_files(ctx: _Context, walk: _Walk, spec: _BandSpec | None) -> None:
+    """Turn the walk's plain files into jobs (formats, band-file groups) or skipped entries."""
+    groups: dict[str, dict[str, tuple[str, dict[str, Any]]]] = {}
+    rasters: set[str] = set()
+    leftovers: list[tuple[str, str, dict[str, Any]]] = []
+    for rel, path, entry in walk.files:
+        match = spec.regex.fullmatch(rel) if spec is not None else None
+        if match is not None and spec is not None:
+            if match["band"] in spec.bands:
+                groups.setdefault(match["scene"], {})[match["band"]] = (path, entry)
+            else:
+                walk.skipped.append(SkippedFile(rel, ctx.url_of(path), (
+                    f"band {match['band']!r} of scene {match['scene']!r} is not in "
+                    f"band_files.bands {list(spec.bands)}")))
+            continue
+        fmt = format_for_file(rel)
+        if fmt is None:
+            leftovers.append((rel, path, entry))
+            continue
+        rasters.add(rel)
+        walk.jobs.append(_Job(fmt, ctx.target(path, _scene_id(rel), entry=entry)))
+    for scene_id, found in sorted(groups.items()):
+        assert spec is not None  # groups only fill when band_files is given
+        _band_group(ctx, walk, spec, scene_id, found)
+        rasters.update(ctx.rel(p) for p, _ in found.values())
+    for rel, path, _entry in leftovers:
+        walk.skipped.append(SkippedFile(rel, ctx.url_of(path), _why_not(rel, rasters)))
 
 
-def _chunks_chw(chunks: tuple[int, ...] | None, axes: str) -> tuple[int, int, int] | None:
-    if chunks is None or len(chunks) != len(axes):
-        return None
-    sizes = dict(zip(axes, chunks, strict=True))
-    return (sizes.get("c", 1), sizes["y"], sizes["x"])
+def _band_group(ctx: _Context, walk: _Walk, spec: _BandSpec, scene_id: str,
+                found: dict[str, tuple[str, dict[str, Any]]]) -> None:
+    missing = [b for b in spec.bands if b not in found]
+    first_path = next(iter(found.values()))[0]
+    if missing:
+        expected = [spec.pattern.replace("{scene}", scene_id).replace("{band}", b)
+                    for b in missing]
+        walk.failures.append(SceneFailure(scene_id, ctx.url_of(first_path), (
+            f"band files missing for bands {missing} (expected {', '.join(expected)}); "
+            f"found bands {sorted(found)}")))
+        return
+    files = tuple(BandFile(b, found[b][0], ctx.url_of(found[b][0]), found[b][1])
+                  for b in spec.bands)
+    walk.jobs.append(_Job(format_for_kind("bandfiles"),
+                          ctx.target(files[0].path, scene_id, files=files)))
 
 
-def _ome_multiscale(attrs: Mapping[str, Any]) -> tuple[dict[str, Any], str] | None:
-    ome = attrs.get("ome")
-    if isinstance(ome, Mapping) and ome.get("multiscales"):
-        return ome["multiscales"][0], str(ome.get("version", "0.5"))
-    if attrs.get("multiscales"):
-        ms = attrs["multiscales"][0]
-        return ms, str(ms.get("version", "0.4"))
-    return None
+def _why_not(rel: str, rasters: set[str]) -> str:
+    """The reason a file that no format claims is not a scene."""
+    lower = rel.lower()
+    for suffix in SIDECAR_SUFFIXES:
+        if lower.endswith(suffix):
+            stem = rel[: -len(suffix)]
+            owners = [r for r in rasters if r == stem or _scene_id(r) == stem
+                      or posixpath.splitext(r)[0] == stem]
+            if owners:
+                return f"sidecar of {sorted(owners)[0]} (GDAL reads it with that raster)"
+    ext = posixpath.splitext(rel)[1] or "(no extension)"
+    known = ", ".join(s.lstrip(".") for s in _file_suffixes())
+    return f"not a raster: {ext} is not a raster file type read here ({known}, zarr stores)"
 
 
-def _zarr_scene(fs: Any, cand: _Candidate, layout: str) -> SceneInfo:
-    store = cand.path
-    root = _read_node(fs, store, "", cand.entries)
-    if root is None:
-        raise _Unreadable(
-            "zarr metadata (zarr.json, .zarray or .zgroup) is missing: not a zarr store, or "
-            "an incomplete copy"
-        )
-    if root.is_array:
-        return _plain_array(cand, root, None, layout, root.stamps, root.attrs, None)
-
-    ms = _ome_multiscale(root.attrs)
-    if ms is not None:
-        return _ome_scene(fs, cand, root, *ms)
-    image = _read_node(fs, store, "image", None)
-    if image is None or not image.is_array:
-        raise _Unreadable(
-            "zarr group has no 'image' array and no OME-Zarr multiscales metadata; "
-            "store the pixels as <scene>/image or as an OME-Zarr image"
-        )
-    ground_truth = None
-    labels = _read_node(fs, store, "labels", None)
-    if labels is not None and labels.is_array:
-        ground_truth = "labels"
-    stamps = root.stamps + image.stamps + (labels.stamps if ground_truth else [])
-    attrs = {**image.attrs, **root.attrs}
-    info = _plain_array(cand, image, "image", layout, stamps, attrs, ground_truth)
-    if ground_truth is not None:
-        gt_shape, _, _ = _array_meta(labels, "labels")  # type: ignore[arg-type]
-        if gt_shape != info.shape[1:]:
-            info = replace(info, ground_truth=None)
-    return info
-
-
-def _plain_array(cand: _Candidate, node: _Node, array_path: str | None, layout: str,
-                 stamps: list[tuple[str, str]], attrs: Mapping[str, Any],
-                 ground_truth: str | None) -> SceneInfo:
-    where = f"array {array_path!r}" if array_path else "array"
-    shape, dtype, chunks = _array_meta(node, where)
-    if len(shape) == 2:
-        axes = "yx"
-    elif len(shape) == 3:
-        axes = "cyx" if layout == "CHW" else "yxc"
-    else:
-        raise _Unreadable(f"{where} is {len(shape)}-D {shape}; expected (H, W) or 3-D {layout}")
-    dtype_name = _check_dtype(dtype, where)
-    shape_chw, stored_layout = _to_chw(axes, shape, where)
-    return SceneInfo(
-        scene_id=cand.scene_id, url=cand.url, kind="zarr", array_path=array_path,
-        shape=shape_chw, layout=stored_layout, dtype=dtype_name,
-        fingerprint=_fingerprint("zarr", array_path, shape_chw, dtype_name, axes, stamps),
-        georef=_georef_from_attrs(attrs), ground_truth=ground_truth, axes=axes,
-        chunks=_chunks_chw(chunks, axes),
-    )
-
-
-def _ome_scene(fs: Any, cand: _Candidate, root: _Node, ms: Mapping[str, Any],
-               version: str) -> SceneInfo:
-    try:
-        path = str(ms["datasets"][0]["path"])
-        raw_axes = ms["axes"]
-    except (KeyError, IndexError, TypeError):
-        raise _Unreadable(
-            f"OME-Zarr {version} multiscales metadata lacks datasets[0].path or axes"
-        ) from None
-    names = [a["name"] if isinstance(a, Mapping) else a for a in raw_axes]
-    axes = "".join(str(n).lower() for n in names)
-    if any(len(str(n)) != 1 for n in names):
-        raise _Unreadable(f"OME-Zarr axes {names!r} are not single-letter t/c/z/y/x names")
-    node = _read_node(fs, cand.path, path, None)
-    if node is None or not node.is_array:
-        raise _Unreadable(f"OME-Zarr level 0 array {path!r} is missing")
-    where = f"OME-Zarr level {path!r}"
-    shape, dtype, chunks = _array_meta(node, where)
-    dtype_name = _check_dtype(dtype, where)
-    shape_chw, layout = _to_chw(axes, shape, where)
-    stamps = root.stamps + node.stamps
-    return SceneInfo(
-        scene_id=cand.scene_id, url=cand.url, kind="ome-zarr", array_path=path,
-        shape=shape_chw, layout=layout, dtype=dtype_name,
-        fingerprint=_fingerprint("ome-zarr", path, shape_chw, dtype_name, axes, stamps),
-        georef=_georef_from_attrs(root.attrs), ground_truth=None, axes=axes,
-        chunks=_chunks_chw(chunks, axes),
-    )
-
-
-# --------------------------------------------------------------------------- TIFF
-
-
-def _tiff_axes(axes: str) -> str:
-    """tifffile series axes -> our lowercase axes; any one non-YX axis counts as bands."""
-    axes = axes.upper()
-    if axes == "YX":
-        return "yx"
-    if len(axes) == 3 and axes[1:] == "YX":
-        return "cyx"
-    if len(axes) == 3 and axes[:2] == "YX":
-        return "yxc"
-    raise _Unreadable(
-        f"TIFF series axes {axes!r} are not supported; expected YX, one band axis + YX "
-        "(planar), or YX + samples (interleaved)"
-    )
-
-
-def _tiff_scene(fs: Any, cand: _Candidate, storage_options: Mapping[str, Any] | None) -> SceneInfo:
-    import tifffile
-
-    info = cand.info or fs.info(cand.path)
-    size = int(info.get("size") or 0)
-    if size < 8:
-        raise _Unreadable(f"TIFF is truncated: {size} bytes, not even a header")
-    if is_remote(cand.url):
-        handle: Any = fs.open(cand.path, "rb", block_size=TIFF_BLOCK_SIZE, cache_type="readahead")
-    else:
-        handle = open(cand.path, "rb")  # noqa: SIM115 - closed below, TiffFile needs a handle
-    try:
-        try:
-            tif = tifffile.TiffFile(handle)
-        except Exception as exc:
-            raise _Unreadable(f"not a readable TIFF: {type(exc).__name__}: {exc}") from None
-        with tif:
-            if not tif.series:
-                raise _Unreadable("TIFF has no image series")
-            series = tif.series[0]
-            axes = _tiff_axes(series.axes)
-            shape = tuple(int(s) for s in series.shape)
-            dtype_name = _check_dtype(np.dtype(series.dtype), "TIFF series 0")
-            shape_chw, layout = _to_chw(axes, shape, "TIFF series 0")
-            pages = [p for p in series.pages if p is not None]
-            end = max(
-                (int(o) + int(n) for p in pages
-                 for o, n in zip(p.dataoffsets, p.databytecounts, strict=False) if o),
-                default=0,
-            )
-            if end > size:
-                raise _Unreadable(
-                    f"TIFF is truncated: image data extends to byte {end} but the file has "
-                    f"{size} bytes; re-copy the file"
-                )
-            page0 = tif.pages.first
-            geo = parse_geotiff(page0.tags)
-            tile = (page0.tilelength, page0.tilewidth) if page0.is_tiled else None
-    finally:
-        handle.close()
-    georef = Georef(*geo) if geo is not None else None
-    chunks = None
-    if tile is not None:
-        chunks = (shape_chw[0] if axes != "cyx" else 1, int(tile[0]), int(tile[1]))
-    return SceneInfo(
-        scene_id=cand.scene_id, url=cand.url, kind="tiff", array_path=None,
-        shape=shape_chw, layout=layout, dtype=dtype_name,
-        fingerprint=_fingerprint("tiff", None, shape_chw, dtype_name, axes,
-                                 [(posixpath.basename(cand.path), _stamp(info))]),
-        georef=georef, ground_truth=None, axes=axes, chunks=chunks,
-    )
+def _no_duplicates(scenes: list[SceneInfo], failures: list[SceneFailure]
+                   ) -> tuple[list[SceneInfo], list[SceneFailure]]:
+    """Scenes sharing an id all fail, each naming the others (nothing picked silently)."""
+    urls: dict[str, list[str]] = {}
+    for item in [*scenes, *failures]:
+        urls.setdefault(item.scene_id, []).append(item.url)
+    dupes = {sid for sid, u in urls.items() if len(u) > 1}
+    if not dupes:
+        return scenes, failures
+    kept = [s for s in scenes if s.scene_id not in dupes]
+    out = [f for f in failures if f.scene_id not in dupes]
+    for item in [*scenes, *failures]:
+        if item.scene_id not in dupes:
+            continue
+        sid = item.scene_id
+        reason = (f"duplicate scene id {sid!r}: {', '.join(sorted(urls[sid]))} all map to it "
+                  "(ids drop the extension); rename all but one of them")
+        if isinstance(item, SceneFailure):
+            reason += f" (this one also fails on its own: {item.reason})"
+        out.append(SceneFailure(sid, item.url, reason))
+    return kept, out

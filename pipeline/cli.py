@@ -1,7 +1,8 @@
 """``hgn-pipeline``: the command line. Thin: each command parses options and calls a module.
 
-Commands: ``run`` (segment an archive). Other commands (``train``, ``evaluate``, ``nightly``,
-``query``) are added by their owners as small functions in their own section below.
+Commands: ``run`` (segment an archive), ``export`` (labels as a COG). Other commands
+(``train``, ``evaluate``, ``nightly``, ``query``) are added by their owners as small functions
+in their own section below.
 """
 
 from __future__ import annotations
@@ -124,6 +125,55 @@ def run_cmd(
     except (PipelineError, ValueError, OSError) as e:
         raise _fail(console, e) from None
     raise typer.Exit(result.exit_code)
+
+
+# ------------------------------------------------------------------------- export (formats)
+
+
+@app.command("export")
+def export_cmd(
+    output: Annotated[str, typer.Option("--output", "-o", help="Output root (path or s3://).")],
+    scene: Annotated[str, typer.Option("--scene", "-s", help="Scene id (see `query scenes`).")],
+    path: Annotated[str, typer.Option("--path", "-p", help="File to write (path or s3://).")],
+    fmt: Annotated[str, typer.Option("--format", "-f", help="Output format: cog.")] = "cog",
+    what: Annotated[
+        str, typer.Option("--what", help="segmentation (labels) | confidence")
+    ] = "segmentation",
+    box: Annotated[
+        str | None, typer.Option("--box", help="Level-0 pixel window: y0,y1,x0,x1 (half-open).")
+    ] = None,
+    bbox: Annotated[
+        str | None,
+        typer.Option("--bbox", help="Geographic window in the scene's CRS: xmin,ymin,xmax,ymax."),
+    ] = None,
+    clip: Annotated[bool, typer.Option("--clip", help="Clip a window that sticks out.")] = False,
+    compress: Annotated[str, typer.Option(help="deflate | zstd")] = "deflate",
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", "-c", help="Run config YAML; only its `s3` section is used."),
+    ] = None,
+) -> None:
+    """Write a scene's labels (or confidence) as a Cloud-Optimized GeoTIFF for GIS tools.
+
+    The COG keeps the input's CRS and pixel grid, nodata 0, the class colours as a colour
+    table and class names in its metadata, 512 px tiles and mode-resampled overviews.
+    """
+    from pipeline.export import FORMATS, export_cog
+    from pipeline.ops_cli import _numbers, _storage_options
+    from pipeline.query import OutputStore
+
+    console = Console(stderr=True)
+    try:
+        if fmt not in FORMATS:
+            raise typer.BadParameter(f"--format {fmt!r}: supported: {', '.join(FORMATS)}")
+        so = _storage_options(config)
+        view = OutputStore(output, so).scene(scene)
+        result = export_cog(view, path, what=what, box=_numbers(box, "--box", int),
+                            bbox=_numbers(bbox, "--bbox", float), clip=clip,
+                            compress=compress, storage_options=so)
+    except (PipelineError, ValueError, OSError) as e:
+        raise _fail(console, e) from None
+    console.print(result.describe(), highlight=False, soft_wrap=True)
 
 
 # ------------------------------------------------------------------- query, nightly (ops)

@@ -9,6 +9,7 @@ Example ``run.yaml``::
     chunk: 1024          # output chunk side (px)
     halo: 128            # context around each chunk (px)
     bands: [2, 1, 0]     # read BGR scenes as RGB
+    nodata: 0            # pixels whose bands are all 0 are no data (label 0, confidence 0)
     value_max: 4095      # 12-bit uint16 data
     confidence: false
     s3: {endpoint_url: http://127.0.0.1:8333}
@@ -21,12 +22,19 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_serializer,
+    field_validator,
+)
 
 from pipeline.errors import ConfigError
 from pipeline.storage import S3Options
 
-__all__ = ["RunConfig", "describe_fields", "load_config"]
+__all__ = ["BandFiles", "RunConfig", "describe_fields", "load_config"]
 
 # Keys whose values must never reach logs, manifests or provenance attributes.
 _SECRET_WORDS = ("secret", "token", "password", "key")
@@ -46,6 +54,50 @@ def _shipped_checkpoint() -> str:
         ) from None
 
 
+class BandFiles(BaseModel):
+    """Multi-file scenes: one single-band raster per band (see pipeline/io/formats/band_files.py).
+
+    ``pattern`` is matched against archive-relative paths; ``{scene}`` (may contain "/") is
+    the scene id, ``{band}`` the band name. ``bands`` lists band names in model order.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    pattern: str = Field(
+        description='File-name pattern with one {scene} and one {band}, e.g. '
+        '"{scene}_B{band}.tif" or "{scene}/B{band}.TIF" (archive-relative).'
+    )
+    bands: tuple[str, ...] = Field(
+        description='Band names in the order the model gets them, e.g. ["04", "03", "02"] '
+        "(quoted: they are matched as text)."
+    )
+
+    @field_validator("pattern")
+    @classmethod
+    def _check_pattern(cls, v: str) -> str:
+        for name in ("{scene}", "{band}"):
+            if v.count(name) != 1:
+                raise ValueError(f"the pattern needs exactly one {name}, e.g. "
+                                 '"{scene}_B{band}.tif"')
+        rest = v.replace("{scene}", "").replace("{band}", "")
+        if "{" in rest or "}" in rest:
+            raise ValueError("only {scene} and {band} may appear in braces")
+        if v.startswith("/") or ".." in v.split("/"):
+            raise ValueError("the pattern is relative to the archive root: no leading / or ..")
+        return v
+
+    @field_validator("bands")
+    @classmethod
+    def _check_bands(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        if not v:
+            raise ValueError("list at least one band name")
+        if len(set(v)) != len(v):
+            raise ValueError("a band name is listed twice; list each band once")
+        if any(not b or "/" in b for b in v):
+            raise ValueError("band names are non-empty and contain no '/'")
+        return v
+
+
 class RunConfig(BaseModel):
     """Settings of one pipeline run. Frozen: derive variants with :meth:`with_overrides`."""
 
@@ -63,11 +115,26 @@ class RunConfig(BaseModel):
         "[0, 1, 2] to drop a 4th band. null: all bands in stored order; the count must match "
         "the checkpoint's in_channels.",
     )
-    value_max: float | None = Field(
+    nodata: float | None = Field(
         None,
-        gt=0,
-        description="Value that maps to 1.0 for uint16 scenes (e.g. 4095 for 12-bit data). "
-        "null: the checkpoint's uint16_max. uint8 is always /255; float32 is taken as [0, 1].",
+        description="Nodata value for every scene of the archive (overrides the files' own, "
+        "e.g. a GeoTIFF nodata tag); .nan for NaN. A pixel is nodata when all its bands equal "
+        "it (NaN always counts in float scenes); nodata pixels get label 0 and confidence 0. "
+        "null: what each file declares.",
+    )
+    band_files: BandFiles | None = Field(
+        None,
+        description='Multi-file scenes, one file per band: {pattern: "{scene}_B{band}.tif", '
+        'bands: ["04", "03", "02"]}. Matching files form one scene each, bands in the listed '
+        "order, all on one grid. null: every raster file is a scene of its own.",
+    )
+    value_max: float | dict[str, float] | None = Field(
+        None,
+        description="The scene value that corresponds to the top of the checkpoint's value "
+        "range, e.g. 4095 for 12-bit DN or 10000 for reflectance x 10000: one number for "
+        "every scene, or per dtype for mixed archives ({int16: 10000, uint16: 4095}; dtypes "
+        "not listed are taken as they are). null: values are taken in the checkpoint's "
+        "training units (the run refuses scenes far outside them, naming this fix).",
     )
     # --- plan ----------------------------------------------------------------------------
     chunk: int = Field(
@@ -196,6 +263,32 @@ class RunConfig(BaseModel):
             raise ValueError("a band is listed twice; list each band once")
         return v
 
+    @field_validator("value_max")
+    @classmethod
+    def _check_value_max(cls, v: float | dict[str, float] | None) -> Any:
+        from pipeline.scene import SUPPORTED_DTYPES
+
+        values = v.values() if isinstance(v, dict) else [] if v is None else [v]
+        if any(not (x > 0 and x != float("inf")) for x in values):
+            raise ValueError("value_max must be a positive finite number")
+        if isinstance(v, dict):
+            unknown = sorted(set(v) - set(SUPPORTED_DTYPES))
+            if unknown or not v:
+                raise ValueError(f"value_max keys {unknown or '{}'} must be dtypes among "
+                                 f"{', '.join(SUPPORTED_DTYPES)}")
+        return v
+
+    def value_max_for(self, dtype: str) -> float | None:
+        """``value_max`` for scenes of ``dtype`` (the per-dtype entry, the number, or None)."""
+        if isinstance(self.value_max, dict):
+            return self.value_max.get(dtype)
+        return self.value_max
+
+    @field_serializer("nodata", when_used="json")
+    def _nodata_json(self, v: float | None) -> float | str | None:
+        # JSON has no NaN: manifests and tokens carry "nan" (which this field parses back).
+        return "nan" if v is not None and v != v else v
+
     @field_validator("checkpoint", mode="before")
     @classmethod
     def _check_checkpoint(cls, v: Any) -> Any:
@@ -214,6 +307,10 @@ class RunConfig(BaseModel):
     def with_overrides(self, **overrides: Any) -> RunConfig:
         """A validated copy with some fields replaced."""
         return _validate({**self.model_dump(exclude_unset=True), **overrides}, "overrides")
+
+    def catalog_options(self) -> dict[str, Any]:
+        """Keyword arguments of :func:`pipeline.catalog.catalog` from this config."""
+        return {"layout": self.layout, "nodata": self.nodata, "band_files": self.band_files}
 
     @property
     def effective_reserve_cpus(self) -> float:
@@ -279,7 +376,7 @@ def _validate(data: dict[str, Any], source: str) -> RunConfig:
 
 
 # Nested sections, so an unknown key inside them gets a suggestion from the right field list.
-_SECTIONS: dict[str, type[BaseModel]] = {"s3": S3Options}
+_SECTIONS: dict[str, type[BaseModel]] = {"s3": S3Options, "band_files": BandFiles}
 
 
 def _explain(err: ValidationError, source: str) -> str:

@@ -72,7 +72,7 @@ def dry_run(
     import ray
 
     so = storage_options_from(cfg.s3)
-    cat = catalog(resolve_url(input_url), so, layout=cfg.layout)
+    cat = catalog(resolve_url(input_url), so, **cfg.catalog_options())
     plan = plan_archive(
         cat.scenes,
         chunk=cfg.chunk,
@@ -121,7 +121,7 @@ def _measure_rate(
             info=scene,
             output_url="",
             bands=cfg.bands,
-            value_max=cfg.value_max,
+            value_max=cfg.value_max_for(scene.dtype),
             confidence=cfg.confidence,
             storage_options=dict(so),
         )

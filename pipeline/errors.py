@@ -9,6 +9,7 @@ from __future__ import annotations
 
 __all__ = [
     "ConfigError",
+    "NonFiniteError",
     "OutputError",
     "PipelineError",
     "SceneReadError",
@@ -64,3 +65,19 @@ class SceneReadError(PipelineError, OSError):
         # Exceptions travel between Ray workers by pickle; OSError's default reduce would
         # re-interpret our three args as (errno, strerror, filename).
         return (type(self), (self.scene_id, self.url, self.reason))
+
+
+class NonFiniteError(PipelineError, ValueError):
+    """A data pixel holds NaN or Inf; ``band``, ``y``, ``x`` are in scene coordinates."""
+
+    def __init__(self, scene_id: str, band: int, y: int, x: int) -> None:
+        super().__init__(scene_id, band, y, x)
+        self.scene_id, self.band, self.y, self.x = scene_id, band, y, x
+
+    def __str__(self) -> str:
+        return (f"scene {self.scene_id!r}: NaN/Inf value at band {self.band}, y={self.y}, "
+                f"x={self.x} (scene pixel coordinates); fix the pixel or mark it as nodata "
+                "(NaN always is; declare other fill values with `nodata:` in the run config)")
+
+    def __reduce__(self) -> tuple[type[NonFiniteError], tuple[str, int, int, int]]:
+        return (type(self), (self.scene_id, self.band, self.y, self.x))

@@ -56,6 +56,9 @@ OUTPUT_SETTINGS = (
     "layout", "bands", "value_max", "chunk", "halo", "unit_chunks", "confidence",
     "pyramid_levels",
 )
+# Output settings that enter the fingerprint only when set, so outputs written before these
+# fields existed keep their fingerprint (and resume).
+OPTIONAL_OUTPUT_SETTINGS = ("nodata", "band_files")
 # Bump when the pipeline's own output for identical settings changes (padding, stitching).
 LEDGER_FORMAT = 1
 _NO_TOKEN = "_"  # marker folder of chunks recorded without a per-scene token
@@ -95,6 +98,7 @@ class RunFingerprint:
         if not checkpoint_sha256:
             raise ValueError("checkpoint_sha256 is empty; pass Segmenter.config.sha256")
         settings = {k: data[k] for k in OUTPUT_SETTINGS}
+        settings.update({k: data[k] for k in OPTIONAL_OUTPUT_SETTINGS if data.get(k) is not None})
         settings.update(checkpoint_sha256=checkpoint_sha256, arch=arch, format=LEDGER_FORMAT)
         return cls.from_settings(settings)
 

@@ -193,12 +193,20 @@ def stats_cmd(
             typer.echo(st.to_csv(), nl=False)
         else:
             kind = "exact" if st.exact else f"estimate from level {st.level}"
-            table = Table("label", "class", "pixels", f"area ({st.area_unit})", "%",
-                          title=f"{st.scene_id} box {list(st.box)} ({kind})")
+            geo = st.area_unit is not None
+            cols = ["label", "class", "pixels", *(["area (ha)", "area (km2)"] if geo else []),
+                    "%"]
+            title = f"{st.scene_id} box {list(st.box)} ({kind}" + (
+                "; geodesic areas on the ellipsoid)" if geo else "; pixels only)")
+            table = Table(*cols, title=title)
             for r in st.rows:
-                table.add_row(str(r.label), r.name, f"{r.pixels:,.0f}", f"{r.area:,.1f}",
+                area = [f"{r.area / 1e4:,.4f}", f"{r.area / 1e6:,.6f}"] if geo and r.area \
+                    is not None else []
+                table.add_row(str(r.label), r.name, f"{r.pixels:,.0f}", *area,
                               f"{100 * r.fraction:.2f}")
             Console().print(table)
+            if st.note:
+                Console(stderr=True).print(st.note, highlight=False)
 
     _run(body)
 

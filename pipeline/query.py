@@ -15,9 +15,6 @@ the split between classes is approximate (fast: 4^k fewer pixels read).
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import math
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -27,11 +24,12 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.catalog import Georef
 from pipeline.errors import PipelineError, WindowError
 from pipeline.hgnstore import HGN_DIR, HgnStore
 from pipeline.io.omezarr import CONFIDENCE_LAYER, LABELS_LAYER, STORE_SUFFIX, SceneWriter
 from pipeline.ledger import Ledger, RunFingerprint
+from pipeline.scene import Georef
+from pipeline.stats import ClassRow, ClassStats, class_stats
 from pipeline.storage import get_fs, is_remote, resolve_url, strip_protocol
 
 __all__ = [
@@ -77,46 +75,6 @@ class SceneSummary:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-@dataclass(frozen=True)
-class ClassRow:
-    label: int
-    name: str
-    pixels: float  # level-0 pixels (exact at level 0, weighted estimate above)
-    area: float  # pixels x pixel area
-    fraction: float
-
-
-@dataclass(frozen=True)
-class ClassStats:
-    """Per-class pixel counts and areas of a scene or window."""
-
-    scene_id: str
-    level: int
-    box: tuple[int, int, int, int]  # level-0 (y0, y1, x0, x1)
-    exact: bool
-    pixel_area: float
-    area_unit: str
-    rows: tuple[ClassRow, ...]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "rows": [asdict(r) for r in self.rows]}
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=1)
-
-    def to_csv(self) -> str:
-        buf = io.StringIO()
-        w = csv.writer(buf)
-        w.writerow(["label", "name", "pixels", f"area_{self.area_unit}", "fraction"])
-        for r in self.rows:
-            w.writerow([r.label, r.name, _num(r.pixels), _num(r.area), f"{r.fraction:.6f}"])
-        return buf.getvalue()
-
-
-def _num(v: float) -> str:
-    return str(int(v)) if float(v).is_integer() else f"{v:.3f}"
 
 
 class OutputStore:
@@ -397,39 +355,18 @@ class SceneView:
         level: int = 0,
         clip: bool = False,
     ) -> ClassStats:
-        """Pixels and areas per class; chunk by chunk, so any scene size fits in memory."""
+        """Pixels and true areas (m2) per class; chunk by chunk, so any scene size fits.
+
+        Areas are geodesic (:mod:`pipeline.stats`, :mod:`pipeline.areas`): exact per row on
+        grids whose pixel area varies only with latitude, interpolated between exact samples
+        on others. At a level k > 0 each coarse pixel counts for the level-0 pixels (and the
+        area) it covers inside the box.
+        """
         b = self.pixel_box(box, bbox, clip)
         arr = self._array(LABELS_LAYER, level)
-        f = 2**level
-        n = max(len(self.classes), 256)
-
-        def weights(lo: int, hi: int, full0: int, full1: int) -> np.ndarray:
-            # Level-0 pixels inside [full0, full1) that each coarse pixel lo..hi-1 covers.
-            starts = np.arange(lo, hi) * f
-            return (np.minimum(starts + f, full1) - np.maximum(starts, full0)).astype(np.float64)
-
-        def count(tile: tuple[int, int, int, int]) -> np.ndarray:
-            ty0, ty1, tx0, tx1 = tile
-            labels = np.asarray(arr[ty0:ty1, tx0:tx1])
-            if level == 0:
-                return np.bincount(labels.ravel(), minlength=n).astype(np.float64)
-            w = np.outer(weights(ty0, ty1, b[0], b[1]), weights(tx0, tx1, b[2], b[3]))
-            return np.bincount(labels.ravel(), weights=w.ravel(), minlength=n)
-
-        with ThreadPoolExecutor(READ_WORKERS) as pool:
-            counts = sum(pool.map(count, self._tiles(arr.chunks, self._level_box(b, level))))
-        if self.georef is not None:
-            _, dx, rx, _, ry, dy = self.georef.transform
-            pixel_area, unit = abs(dx * dy - rx * ry), "crs_unit2"
-        else:
-            pixel_area, unit = 1.0, "px"
-        total = (b[1] - b[0]) * (b[3] - b[2])
-        rows = tuple(
-            ClassRow(i, self.classes[i][0] if i < len(self.classes) else str(i), float(c),
-                     float(c) * pixel_area, float(c) / total)
-            for i, c in enumerate(counts) if c > 0 or i < len(self.classes)
-        )
-        return ClassStats(self.scene_id, level, b, level == 0, pixel_area, unit, rows)
+        tiles = self._tiles(arr.chunks, self._level_box(b, level))
+        return class_stats(self.scene_id, arr, b, level, tiles, self.classes, self.georef,
+                           READ_WORKERS)
 
     # -- preview
     def preview(
@@ -474,12 +411,14 @@ class SceneView:
         img.save(out, format="PNG")
         return out
 
-    def _source_rgb(self, b: tuple[int, int, int, int], step: int,
-                    shape: tuple[int, int]) -> np.ndarray:
-        from PIL import Image
+    def _source_info(self) -> Any:
+        """The input scene, from the provenance (older stores: by cataloguing its URL)."""
+        from pipeline.scene import SceneInfo
 
+        recorded = self.hgn.get("input_scene")
+        if isinstance(recorded, Mapping):
+            return SceneInfo.from_dict(recorded)
         from pipeline.catalog import catalog
-        from pipeline.io.readers import open_scene
 
         url = self.hgn.get("input_url")
         layout = (self.hgn.get("config") or {}).get("layout", "CHW")
@@ -489,8 +428,18 @@ class SceneView:
         if len(cat.scenes) != 1:
             reasons = "; ".join(str(f) for f in cat.failures) or f"{len(cat.scenes)} scenes"
             raise QueryError(f"scene {self.scene_id!r}: source {url} cannot be read ({reasons})")
-        info = cat.scenes[0]
+        return cat.scenes[0]
+
+    def _source_rgb(self, b: tuple[int, int, int, int], step: int,
+                    shape: tuple[int, int]) -> np.ndarray:
+        from PIL import Image
+
+        from pipeline.io.readers import open_scene
+
+        info = self._source_info()
         bands = (self.hgn.get("config") or {}).get("bands") or list(range(info.bands))
+        if max(bands) >= info.bands:  # the run read this scene as stored (preflight.scene_bands)
+            bands = list(range(info.bands))
         bands = list(bands[:3]) if len(bands) >= 3 else [bands[0]] * 3
         reader = open_scene(info, self._so)
         y0, y1, x0, x1 = b

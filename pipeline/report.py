@@ -3,7 +3,8 @@
 The manifest is the run's record: every scene with its status (``ok`` / ``failed``), the error
 that failed it, unit counts, class areas, output location and time per stage; plus the run's
 settings (credentials masked), the model, the executor and throughput. Scenes the catalog could
-not read appear as ``failed`` with the catalog's reason.
+not read appear as ``failed`` with the catalog's reason; every other file under the archive
+that is not a scene is listed once under ``skipped`` with its reason.
 """
 
 from __future__ import annotations
@@ -45,10 +46,12 @@ class SceneReport:
     error: str | None = None
     shape: tuple[int, int, int] | None = None
     dtype: str | None = None
+    bands: list[int] | None = None  # bands read (0-based, in model order); None: all as stored
     output: str | None = None
     units_total: int = 0
     units_done: int = 0
     units_resumed: int = 0  # skipped because the ledger had them done
+    units_nodata: int = 0  # written as label 0 without inference: every pixel was nodata
     pixels: int = 0
     io_retries: int = 0  # reads/writes the pipeline retried (see pipeline.retries)
     storage_retries: int = 0  # requests the S3 client retried
@@ -76,6 +79,8 @@ class RunManifest:
     plan: dict[str, Any] = field(default_factory=dict)
     stages: dict[str, float] = field(default_factory=dict)  # wall seconds per driver stage
     scenes: list[SceneReport] = field(default_factory=list)
+    # Files under the archive that are not scenes: {"path", "url", "reason"} each
+    skipped: list[dict[str, str]] = field(default_factory=list)
     package_version: str = ""
     error: str | None = None  # set when the run itself broke (e.g. every model actor died)
     # Retries in the driver (catalog, ledger, lock, manifest): {"io": n, "storage": n}
@@ -103,6 +108,8 @@ class RunManifest:
         d["summary"] = {
             "scenes_ok": len(self.ok),
             "scenes_failed": len(self.failed),
+            "files_skipped": len(self.skipped),
+            "units_nodata": sum(s.units_nodata for s in self.scenes),
             "output_mpx": round(self.output_pixels / 1e6, 3),
             "mpx_per_s": round(self.mpx_per_s("total"), 3),
             "mpx_per_s_execute": round(self.mpx_per_s("execute"), 3),
@@ -154,10 +161,18 @@ def render_summary(manifest: RunManifest, console: Console | None = None) -> Non
     console.print(table)
     for s in manifest.failed:
         console.print(f"[red]failed[/] {s.scene_id}: {s.error}", highlight=False)
+    for f in manifest.skipped:
+        console.print(f"[yellow]skipped[/] {f['path']}: {f['reason']}", highlight=False,
+                      soft_wrap=True)
+    nodata = sum(s.units_nodata for s in manifest.scenes)
+    if nodata:
+        console.print(f"{nodata} windows were all nodata: written as label 0 without "
+                      "inference", highlight=False)
     stages = ", ".join(f"{k[:-2]} {v:.1f} s" for k, v in manifest.stages.items())
     console.print(
-        f"scenes ok {len(manifest.ok)}, failed {len(manifest.failed)}; "
-        f"{manifest.output_pixels / 1e6:.1f} Mpx at {manifest.mpx_per_s('total'):.2f} Mpx/s "
+        f"scenes ok {len(manifest.ok)}, failed {len(manifest.failed)}, files skipped "
+        f"{len(manifest.skipped)}; {manifest.output_pixels / 1e6:.1f} Mpx at "
+        f"{manifest.mpx_per_s('total'):.2f} Mpx/s "
         f"end to end ({manifest.mpx_per_s('execute'):.2f} Mpx/s while executing); {stages}",
         highlight=False,
     )

@@ -182,7 +182,7 @@ class ResumableRun(AbstractContextManager["ResumableRun"]):
         # What can refuse the run is checked before the output is touched: a wrong input or
         # checkpoint must not leave a lock, or a ledger bound to this run's fingerprint, behind.
         sha, arch = model_identity(self.cfg, self.executor)
-        self.catalog = catalog(self.input_url, self.so, layout=self.cfg.layout)
+        self.catalog = catalog(self.input_url, self.so, **self.cfg.catalog_options())
         self.lock.acquire()
         try:
             fp = RunFingerprint.from_config(self.cfg, sha, arch)
@@ -208,7 +208,7 @@ class ResumableRun(AbstractContextManager["ResumableRun"]):
     def plan(self) -> Changes:
         """Compare the archive (listed on entering) with the ledger."""
         if self.catalog is None:
-            self.catalog = catalog(self.input_url, self.so, layout=self.cfg.layout)
+            self.catalog = catalog(self.input_url, self.so, **self.cfg.catalog_options())
         self.changes = compare(self.catalog, self.ledger.scenes())
         return self.changes
 
@@ -232,6 +232,7 @@ class ResumableRun(AbstractContextManager["ResumableRun"]):
             scenes=[s for s in self.catalog.scenes if s.scene_id in todo],
             failures=list(self.catalog.failures),
             url=self.catalog.url,
+            skipped=list(self.catalog.skipped),  # reported in every run's manifest
         )
         for s in subset.scenes:  # clears the chunks of a changed scene before any write
             self.ledger.mark_scene(s.scene_id, "running", s.fingerprint)

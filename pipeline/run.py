@@ -36,6 +36,7 @@ from pipeline.execute import (
     SceneJob,
 )
 from pipeline.plan import SceneGrid, plan_archive, plan_scene, plan_token
+from pipeline.preflight import scene_bands, scene_problem, value_range_problem
 from pipeline.report import RunManifest, SceneReport, render_summary, write_manifest
 from pipeline.retries import install as count_storage_retries
 from pipeline.retries import take as retries_take
@@ -48,9 +49,6 @@ __all__ = [
     "new_run_id",
     "run_pipeline",
 ]
-
-SUPPORTED_DTYPES = ("uint8", "uint16", "float32")
-
 
 @runtime_checkable
 class ChunkLedger(Protocol):
@@ -105,30 +103,6 @@ def _package_version() -> str:
         return "0+unknown"
 
 
-def scene_problem(scene: SceneInfo, cfg: RunConfig, model: ModelInfo) -> str | None:
-    """Why ``scene`` cannot be segmented with ``cfg`` and ``model`` (None: it can)."""
-    c = scene.shape[0]
-    if scene.dtype not in SUPPORTED_DTYPES:
-        return f"dtype {scene.dtype} is not supported; convert to one of {SUPPORTED_DTYPES}"
-    if cfg.bands is not None and max(cfg.bands) >= c:
-        return (
-            f"bands {list(cfg.bands)} select band {max(cfg.bands)} but the scene has {c} bands "
-            f"(0..{c - 1}); fix `bands` in the config"
-        )
-    n = c if cfg.bands is None else len(cfg.bands)
-    if n != model.in_channels:
-        hint = (
-            f"set bands: {list(range(model.in_channels))}"
-            if c > model.in_channels
-            else ("use a checkpoint trained on this many bands")
-        )
-        return (
-            f"{n} bands go to a model that expects {model.in_channels} "
-            f"({model.arch}, checkpoint {model.sha256[:12]}): {hint}"
-        )
-    return None
-
-
 @dataclass
 class _SceneState:
     info: SceneInfo
@@ -167,6 +141,8 @@ def _default_executor(cfg: RunConfig) -> Executor:
 
 
 def _token(scene: SceneInfo, cfg: RunConfig, model: ModelInfo) -> str:
+    data = cfg.model_dump(mode="json")
+    optional = {k: data[k] for k in ("nodata", "band_files") if data.get(k) is not None}
     return plan_token(
         {
             "fingerprint": scene.fingerprint,
@@ -183,6 +159,7 @@ def _token(scene: SceneInfo, cfg: RunConfig, model: ModelInfo) -> str:
                     "confidence",
                 )
             },
+            **optional,  # only when set: tokens of runs without them stay as they were
         }
     )
 
@@ -260,15 +237,16 @@ def run_pipeline(
     t_start = time.perf_counter()
 
     t = time.perf_counter()
-    cat = catalog_result if catalog_result is not None else catalog(input_url, so, cfg.layout)
+    cat = (catalog_result if catalog_result is not None
+           else catalog(input_url, so, **cfg.catalog_options()))
     manifest.stages["catalog_s"] = time.perf_counter() - t
     reports: dict[str, SceneReport] = {}
-    for f in cat.failures:
-        reports[f.scene_id] = SceneReport(f.scene_id, f.url)
-        reports[f.scene_id].fail(f"catalog: {f.reason}")
+    for f in cat.failures:  # two files with one id: one report, each file named in it
+        reports.setdefault(f.scene_id, SceneReport(f.scene_id, f.url)).fail(f"catalog: {f.reason}")
     for s in cat.scenes:
         reports[s.scene_id] = SceneReport(s.scene_id, s.url, shape=s.shape, dtype=s.dtype)
     manifest.scenes = [reports[k] for k in sorted(reports)]
+    manifest.skipped = [f.to_dict() for f in cat.skipped]
 
     workers: list[Any] = []
     if cat.scenes:
@@ -345,7 +323,7 @@ def _execute(
     t = time.perf_counter()
     states: dict[str, _SceneState] = {}
     for s in scenes:
-        problem = scene_problem(s, cfg, model)
+        problem = scene_problem(s, cfg, model) or value_range_problem(s, cfg, model, so)
         if problem:
             reports[s.scene_id].fail(problem)
             continue
@@ -360,14 +338,15 @@ def _execute(
         job = SceneJob(
             info=s,
             output_url=output_url,
-            bands=cfg.bands,
-            value_max=cfg.value_max,
+            bands=scene_bands(s, cfg, model),
+            value_max=cfg.value_max_for(s.dtype),
             confidence=cfg.confidence,
             read_path=cfg.read_path,
             read_chunk=cfg.chunk,
             storage_options=dict(so),
         )
         reports[s.scene_id].units_total = len(grid)
+        reports[s.scene_id].bands = None if job.bands is None else list(job.bands)
         reports[s.scene_id].output = scene_store_url(output_url, s.scene_id)
         states[s.scene_id] = _SceneState(s, grid, job, reports[s.scene_id], _token(s, cfg, model))
     plan = plan_archive(
@@ -437,6 +416,7 @@ def _execute(
                 "config": manifest.config,
                 "input_url": s.url,
                 "input_fingerprint": s.fingerprint,
+                "input_scene": s.to_dict(),  # queries reopen the source without a catalog
                 "package_version": manifest.package_version,
                 "run_id": manifest.run_id,
                 "resume_token": st.token,
@@ -489,6 +469,7 @@ def _execute(
                 {"pixels": u.pixels, "class_counts": list(u.class_counts)},
             )
             r.units_done += 1
+            r.units_nodata += int(u.nodata)
             r.pixels += u.pixels
             for k, n in enumerate(u.class_counts):
                 if n:

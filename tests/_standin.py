@@ -47,16 +47,29 @@ class TinySegmenter:
         )
         self.calls = 0
 
-    def predict(self, images, return_confidence=False, return_probs=False, value_max=None):
+    def predict(self, images, return_confidence=False, return_probs=False, value_max=None,
+                valid_mask=None):
         single = images.ndim == 3
         x = images[None] if single else images
+        mask = None if valid_mask is None else np.asarray(valid_mask, bool).reshape(
+            x.shape[0], *x.shape[-2:])
+        if mask is not None and not mask.any():  # contract C1: the network is not run
+            zeros = np.zeros((x.shape[0], *x.shape[-2:]), np.uint8)
+            zeros = zeros[0] if single else zeros
+            return SimpleNamespace(labels=zeros, probs=None,
+                                   confidence=zeros.copy() if return_confidence else None)
         if x.dtype == np.uint8:
             scale = 255.0
         elif x.dtype == np.uint16:
             scale = float(value_max or 65535)
         else:
             scale = 1.0
+        valid = np.ones((x.shape[0], *x.shape[-2:]), bool) if mask is None else mask
+        if x.dtype.kind == "f" and not np.isfinite(x).all(axis=1)[valid].all():
+            raise ValueError("image has NaN/Inf pixel values at valid pixels")  # as Segmenter
         t = torch.from_numpy(np.array(x, dtype=np.float64)) / scale
+        if mask is not None:  # contract C1: nodata pixels enter the network as 0
+            t[torch.from_numpy(~mask)[:, None].expand_as(t)] = 0.0
         with torch.no_grad():
             h = torch.relu(torch.nn.functional.conv2d(t, self.w1, padding=1))
             logits = torch.nn.functional.conv2d(h, self.w2, padding=2)
@@ -64,6 +77,8 @@ class TinySegmenter:
         self.calls += 1
         labels = probs.argmax(1).numpy().astype(np.uint8)
         conf = np.round(probs.max(1).values.numpy() * 255).astype(np.uint8)
+        if mask is not None:
+            labels[~mask], conf[~mask] = 0, 0
         if single:
             labels, conf = labels[0], conf[0]
         return SimpleNamespace(

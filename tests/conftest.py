@@ -177,6 +177,7 @@ class Archive:
     ground_truth: dict[str, Any]  # scene id -> (H, W) labels
     failures: dict[str, str]  # scene id -> substring its failure reason must contain
     kinds: dict[str, str] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)  # path -> substring of its reason
 
 
 def _write_zarr(path: Path, data: Any, chunks: tuple[int, ...], zarr_format: int = 3) -> None:
@@ -214,13 +215,36 @@ def write_ome_zarr(path: Path, data: Any, axes: str, version: str) -> None:
         group.create_array(str(k), data=level, chunks=level.shape, **kw)
 
 
+def write_geotiff(path: Path, data: Any, crs: str | None = None,
+                  transform: tuple[float, ...] | None = None, driver: str = "GTiff",
+                  **profile: Any) -> None:
+    """A raster of ``data`` (C, H, W) written by GDAL (rasterio); ``transform`` GDAL order.
+
+    ``driver``: GTiff, or any GDAL driver (COG, JP2OpenJPEG...); ``profile``: creation options.
+    """
+    import warnings
+
+    import rasterio
+    from rasterio.errors import NotGeoreferencedWarning
+    from rasterio.transform import Affine
+
+    warnings.simplefilter("ignore", NotGeoreferencedWarning)  # plain rasters are wanted here
+    kw: dict[str, Any] = {}
+    if transform is not None:
+        x0, dx, rx, y0, ry, dy = transform
+        kw["transform"] = Affine(dx, rx, x0, ry, dy, y0)
+    if crs is not None:
+        kw["crs"] = crs
+    c, h, w = data.shape
+    with rasterio.open(path, "w", driver=driver, width=w, height=h, count=c,
+                       dtype=str(data.dtype), **kw, **profile) as dst:
+        dst.write(data)
+
+
 def build_archive(base: Path) -> Archive:
     """Write the mixed archive used by the catalog, reader and S3 tests (about 1 s)."""
     import numpy as np
-    import tifffile
     import zarr
-
-    from pipeline.io.geotiff import geotiff_extratags
 
     rng = np.random.default_rng(20261125)
     root, hwc = base / "archive", base / "archive_hwc"
@@ -268,22 +292,23 @@ def build_archive(base: Path) -> Archive:
     expected["ome/img05"], expected["ome/img04"] = ome5, ome4
     kinds.update({"ome/img05": "ome-zarr", "ome/img04": "ome-zarr"})
 
-    # TIFFs: georeferenced RGB (interleaved, tiled, zlib), planar uint16 strips, rotated 2-D
-    rgb = u8(130, 170, 3)
+    # GeoTIFFs written by GDAL: georeferenced RGB (interleaved, tiled, deflate), planar uint16
+    # strips, a rotated 2-D float grid
+    rgb = u8(3, 130, 170)
     utm = ("EPSG:32633", (500000.0, 10.0, 0.0, 4600000.0, 0.0, -10.0))
-    tifffile.imwrite(root / "tiff/geo_rgb.tif", rgb, tile=(64, 64), photometric="rgb",
-                     compression="zlib", extratags=geotiff_extratags(*utm))
-    expected["tiff/geo_rgb"], georefs["tiff/geo_rgb"] = rgb.transpose(2, 0, 1), utm
+    write_geotiff(root / "tiff/geo_rgb.tif", rgb, *utm, tiled=True, blockxsize=64,
+                  blockysize=64, compress="deflate", photometric="RGB", interleave="pixel")
+    expected["tiff/geo_rgb"], georefs["tiff/geo_rgb"] = rgb, utm
     planar = u16(4, 201, 150)
-    tifffile.imwrite(root / "tiff/planar16.tiff", planar, photometric="minisblack",
-                     planarconfig="separate", rowsperstrip=32)
+    write_geotiff(root / "tiff/planar16.tiff", planar, interleave="band", blockysize=32)
     expected["tiff/planar16"] = planar
     rot = rng.random((45, 66), dtype=np.float32)
     wgs = ("EPSG:4326", (12.5, 0.001, 0.0002, 41.9, 0.0003, -0.001))
-    tifffile.imwrite(root / "tiff/gray_rot.tif", rot, tile=(16, 16),
-                     extratags=geotiff_extratags(*wgs))
+    write_geotiff(root / "tiff/gray_rot.tif", rot[None], *wgs, tiled=True, blockxsize=16,
+                  blockysize=16)
     expected["tiff/gray_rot"], georefs["tiff/gray_rot"] = rot[None], wgs
-    kinds.update({"tiff/geo_rgb": "tiff", "tiff/planar16": "tiff", "tiff/gray_rot": "tiff"})
+    kinds.update({"tiff/geo_rgb": "raster", "tiff/planar16": "raster",
+                  "tiff/gray_rot": "raster"})
 
     # scenes that must fail alone, each with a reason naming the problem
     (root / "bad/broken.zarr").mkdir()
@@ -303,14 +328,14 @@ def build_archive(base: Path) -> Archive:
         "bad/complex": "complex64",
         "bad/nogroup": "no 'image' array",
         "bad/cut": "truncated",
-        "bad/garbage": "not a readable TIFF",
+        "bad/garbage": "not a raster GDAL can read",
         "bad/nometa": "metadata (zarr.json, .zarray or .zgroup) is missing",
     }
 
     # things the walk must ignore
     (root / "README.txt").write_text("not a scene")
     (root / "_hgn/manifest-x.json").write_text("{}")
-    tifffile.imwrite(root / ".cache/hidden.tif", u8(8, 8))
+    write_geotiff(root / ".cache/hidden.tif", u8(1, 8, 8))
 
     # HWC archive: layout comes from config for plain zarr, from the file for TIFF
     hwc.mkdir()
@@ -325,9 +350,10 @@ def build_archive(base: Path) -> Archive:
     hwc_expected["hwc_group"] = b.transpose(2, 0, 1)
     gts["hwc_group"] = b_labels
     c = u8(3, 30, 20)
-    tifffile.imwrite(hwc / "planar.tif", c, photometric="rgb", planarconfig="separate")
+    write_geotiff(hwc / "planar.tif", c, photometric="RGB", interleave="band")
     hwc_expected["planar"] = c
-    return Archive(root, hwc, expected, hwc_expected, georefs, gts, failures, kinds)
+    skipped = {"README.txt": "not a raster", "_hgn/": "bookkeeping", ".cache/": "hidden"}
+    return Archive(root, hwc, expected, hwc_expected, georefs, gts, failures, kinds, skipped)
 
 
 @pytest.fixture(scope="session")

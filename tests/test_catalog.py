@@ -1,15 +1,18 @@
-"""Catalog over a mixed local archive: kinds, shapes, dtypes, georef, failures, fingerprints."""
+"""Catalog: walk + dispatch over a mixed archive; every entry is a scene, a failure or skipped."""
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 import zarr
+from conftest import write_geotiff
 
 from pipeline.catalog import Catalog, Georef, SceneInfo, catalog
 from pipeline.errors import ConfigError, StorageError
@@ -40,9 +43,11 @@ def test_scene_urls_and_array_paths(cat, archive) -> None:
     assert cat.get("tiff/geo_rgb").url == str(archive.root / "tiff/geo_rgb.tif")
 
 
-def test_layouts_as_stored(cat) -> None:
-    assert cat.get("tiff/geo_rgb").layout == "HWC"  # interleaved RGB: (H, W, S) on disk
-    assert cat.get("tiff/planar16").layout == "CHW"
+def test_layouts_and_tiles_as_stored(cat) -> None:
+    geo = cat.get("tiff/geo_rgb")
+    assert geo.layout == "HWC" and geo.chunks == (3, 64, 64)  # pixel-interleaved tiles
+    planar = cat.get("tiff/planar16")
+    assert planar.layout == "CHW" and planar.chunks == (1, 32, 150)  # band strips
     assert cat.get("nested/gray2d").shape[0] == 1
 
 
@@ -53,11 +58,11 @@ def test_hwc_layout_from_config(archive) -> None:
         k: v.shape for k, v in archive.hwc_expected.items()
     }
     assert hwc.get("hwc_v3").layout == "HWC"
-    assert hwc.get("planar").layout == "CHW"  # TIFF declares its own axes
+    assert hwc.get("planar").layout == "CHW"  # a GeoTIFF declares its own layout
     assert hwc.get("hwc_group").ground_truth == "labels"
 
 
-def test_georeference_from_geotiff_tags(cat, archive) -> None:
+def test_georeference_from_geotiffs(cat, archive) -> None:
     for scene_id, (crs, transform) in archive.georefs.items():
         georef = cat.get(scene_id).georef
         assert georef is not None, scene_id
@@ -68,16 +73,31 @@ def test_georeference_from_geotiff_tags(cat, archive) -> None:
 
 
 def test_pixel_is_point_shifts_origin_by_half_a_pixel(tmp_path: Path) -> None:
+    """Raw GeoKeys (RasterPixelIsPoint): GDAL moves the origin to pixel (0, 0)'s corner."""
     import tifffile
 
-    from pipeline.io.geotiff import geotiff_extratags
-
-    tags = geotiff_extratags("EPSG:32633", (1000.0, 2.0, 0.0, 5000.0, 0.0, -2.0))
-    tags = [t if t[0] != 34735 else (34735, "H", 8, (1, 1, 0, 1, 1025, 0, 1, 2), True)
-            for t in tags]
+    keys = (1, 1, 0, 3, 1024, 0, 1, 1, 1025, 0, 1, 2, 3072, 0, 1, 32633)
+    tags = [(33550, "d", 3, (2.0, 2.0, 0.0), True),
+            (33922, "d", 6, (0.0, 0.0, 0.0, 1000.0, 5000.0, 0.0), True),
+            (34735, "H", len(keys), keys, True)]
     tifffile.imwrite(tmp_path / "p.tif", np.zeros((4, 4), np.uint8), extratags=tags)
     georef = catalog(str(tmp_path)).get("p").georef
-    assert georef == Georef(None, (999.0, 2.0, 0.0, 5001.0, 0.0, -2.0))
+    assert georef == Georef("EPSG:32633", (999.0, 2.0, 0.0, 5001.0, 0.0, -2.0))
+
+
+def test_crs_without_epsg_code_survives_as_wkt2(tmp_path: Path) -> None:
+    import pyproj
+
+    custom = ("+proj=tmerc +lat_0=0 +lon_0=15.5 +k=0.9996 +x_0=400000 +y_0=0 +ellps=GRS80 "
+              "+units=m +no_defs")
+    transform = (400000.0, 5.0, 0.0, 5200000.0, 0.0, -5.0)
+    write_geotiff(tmp_path / "custom.tif", np.ones((1, 8, 8), np.uint8), custom, transform)
+    write_geotiff(tmp_path / "nc.tif", np.ones((1, 8, 8), np.uint8), "EPSG:32119", transform)
+    cat = catalog(str(tmp_path))
+    wkt = cat.get("custom").georef.crs
+    assert wkt.startswith("PROJCRS[") and "15.5" in wkt
+    assert pyproj.CRS.from_wkt(wkt).equals(pyproj.CRS.from_proj4(custom))
+    assert cat.get("nc").georef.crs == "EPSG:32119"  # a state plane CRS keeps its code
 
 
 def test_corrupt_scenes_fail_alone_with_named_reasons(cat, archive) -> None:
@@ -88,9 +108,37 @@ def test_corrupt_scenes_fail_alone_with_named_reasons(cat, archive) -> None:
         assert got[scene_id].url.startswith(str(archive.root))
 
 
-def test_hidden_bookkeeping_and_other_files_are_ignored(cat) -> None:
+def test_every_non_scene_is_skipped_once_with_its_reason(cat, archive) -> None:
+    got = {s.path: s.reason for s in cat.skipped}
+    assert set(got) == set(archive.skipped)
+    for path, needle in archive.skipped.items():
+        assert needle in got[path], (path, got[path])
+    assert str(cat.skipped[0]).startswith(f"{cat.skipped[0].path}: ")
     ids = {s.scene_id for s in cat.scenes} | {f.scene_id for f in cat.failures}
     assert not any(i.startswith((".cache", "_hgn")) or "README" in i for i in ids)
+
+
+def test_sidecars_name_their_raster(tmp_path: Path) -> None:
+    write_geotiff(tmp_path / "a.tif", np.ones((1, 4, 4), np.uint8))
+    (tmp_path / "a.tif.aux.xml").write_text("<PAMDataset/>")
+    (tmp_path / "a.tfw").write_text("1\n0\n0\n-1\n0\n0\n")
+    (tmp_path / "notes.dat").write_bytes(b"\x00\x01")
+    cat = catalog(str(tmp_path))
+    got = {s.path: s.reason for s in cat.skipped}
+    assert "sidecar of a.tif" in got["a.tif.aux.xml"] and "sidecar of a.tif" in got["a.tfw"]
+    assert got["notes.dat"].startswith("not a raster: .dat")
+    assert [s.scene_id for s in cat.scenes] == ["a"]
+
+
+def test_multi_page_and_empty_tiffs_fail_with_their_reason(tmp_path: Path) -> None:
+    import tifffile
+
+    tifffile.imwrite(tmp_path / "stack.tif", np.zeros((4, 16, 16), np.uint16),
+                     photometric="minisblack")  # 4 pages, one per band
+    (tmp_path / "empty.tif").write_bytes(b"")
+    got = {f.scene_id: f.reason for f in catalog(str(tmp_path)).failures}
+    assert "4 full-resolution images (TIFF pages)" in got["stack"] and "band_files" in got["stack"]
+    assert "truncated or empty: 0 bytes" in got["empty"]
 
 
 def test_fingerprint_is_stable_and_tracks_metadata(tmp_path: Path, archive) -> None:
@@ -121,15 +169,20 @@ def test_single_scene_roots_and_file_urls(archive) -> None:
     assert [s.scene_id for s in one.scenes] == ["s1"]
     tif = catalog(str(archive.root / "tiff/geo_rgb.tif"))
     assert [s.scene_id for s in tif.scenes] == ["geo_rgb"]
+    text = catalog(str(archive.root / "README.txt"))
+    assert not text.scenes and [s.reason[:12] for s in text.skipped] == ["not a raster"]
 
 
-def test_duplicate_ids_are_reported(tmp_path: Path, archive) -> None:
+def test_duplicate_ids_both_fail_naming_each_other(tmp_path: Path, archive) -> None:
     shutil.copytree(archive.root / "synth/s2.zarr", tmp_path / "x.zarr")
     shutil.copy(archive.root / "tiff/planar16.tiff", tmp_path / "x.tif")
     cat = catalog(str(tmp_path))
-    assert len(cat.scenes) == 1
-    assert [f.scene_id for f in cat.failures] == ["x"]
-    assert "duplicate scene id 'x'" in cat.failures[0].reason
+    assert not cat.scenes
+    assert sorted(f.url for f in cat.failures) == [str(tmp_path / "x.tif"),
+                                                   str(tmp_path / "x.zarr")]
+    for f in cat.failures:
+        assert f.scene_id == "x" and "duplicate scene id 'x'" in f.reason
+        assert "x.tif" in f.reason and "x.zarr" in f.reason
 
 
 def test_bad_arguments(tmp_path: Path) -> None:
@@ -139,12 +192,25 @@ def test_bad_arguments(tmp_path: Path) -> None:
         catalog(str(tmp_path / "missing"))
     with pytest.raises(ConfigError, match="scheme 'gs'"):
         catalog("gs://bucket/x")
+    with pytest.raises(ConfigError, match="band_files"):
+        catalog(str(tmp_path), band_files={"pattern": "{scene}.tif", "bands": ["1"]})
 
 
 def test_scene_info_round_trips_through_json(cat) -> None:
-    for scene in cat.scenes:
-        again = SceneInfo.from_dict(json.loads(json.dumps(scene.to_dict())))
+    for scene in [*cat.scenes, replace(cat.scenes[0], nodata=float("nan"), files=("a", "b"))]:
+        again = SceneInfo.from_dict(json.loads(json.dumps(scene.to_dict(), allow_nan=False)))
         assert again == scene
+
+
+def test_nodata_from_files_and_the_config_override(tmp_path: Path) -> None:
+    write_geotiff(tmp_path / "n.tif", np.ones((2, 8, 8), np.int16), nodata=-9999)
+    zarr.create_array(str(tmp_path / "z.zarr"), shape=(8, 8), dtype="float32",
+                      attributes={"_FillValue": "NaN"})
+    zarr.create_array(str(tmp_path / "plain.zarr"), shape=(8, 8), dtype="uint8")
+    cat = catalog(str(tmp_path))
+    assert cat.get("n").nodata == -9999 and math.isnan(cat.get("z").nodata)
+    assert cat.get("plain").nodata is None  # fill_value alone is not nodata
+    assert {s.nodata for s in catalog(str(tmp_path), nodata=0).scenes} == {0.0}
 
 
 def test_images_written_by_ome_zarr_py(tmp_path: Path) -> None:
@@ -171,3 +237,60 @@ def test_images_written_by_ome_zarr_py(tmp_path: Path) -> None:
     np.testing.assert_array_equal(open_scene(cat.get("v5")).read(3, 60, 9, 100),
                                   v5[:, 3:60, 9:100])
     np.testing.assert_array_equal(open_scene(cat.get("v4")).read(0, 40, 0, 33), v4[None])
+
+
+# ------------------------------------------------------------------- multi-file scenes
+
+UTM = ("EPSG:32618", (435730.0, 10.0, 0.0, 4179460.0, 0.0, -10.0))
+BANDS = {"band_files": {"pattern": "{scene}_B{band}.tif", "bands": ["04", "03", "02"]}}
+
+
+def _band(path: Path, value: int, shape: tuple[int, int] = (20, 30), georef=UTM,
+          dtype: str = "uint16") -> None:
+    write_geotiff(path, np.full((1, *shape), value, dtype), *georef)
+
+
+def test_band_files_form_one_scene_in_band_order(tmp_path: Path) -> None:
+    (tmp_path / "tiles").mkdir()
+    for band, value in (("02", 2), ("03", 3), ("04", 4), ("08", 8)):
+        _band(tmp_path / f"tiles/T18_B{band}.tif", value)
+    (tmp_path / "tiles/T18_MTD.xml").write_text("<metadata/>")
+    cat = catalog(str(tmp_path), **BANDS)
+    (scene,) = cat.scenes
+    assert (scene.scene_id, scene.kind, scene.shape) == ("tiles/T18", "bandfiles", (3, 20, 30))
+    assert [Path(f).name for f in scene.files] == ["T18_B04.tif", "T18_B03.tif", "T18_B02.tif"]
+    assert scene.georef == Georef(*UTM)
+    skipped = {s.path: s.reason for s in cat.skipped}
+    assert "band '08'" in skipped["tiles/T18_B08.tif"]
+    assert skipped["tiles/T18_MTD.xml"].startswith("not a raster")
+
+
+def test_band_files_missing_a_band_fail_naming_it(tmp_path: Path) -> None:
+    _band(tmp_path / "a_B04.tif", 4)
+    _band(tmp_path / "a_B03.tif", 3)
+    (failure,) = catalog(str(tmp_path), **BANDS).failures
+    assert failure.scene_id == "a" and "['02']" in failure.reason
+    assert "a_B02.tif" in failure.reason
+
+
+def test_band_files_on_different_grids_name_files_and_grids(tmp_path: Path) -> None:
+    _band(tmp_path / "g_B04.tif", 4)
+    _band(tmp_path / "g_B03.tif", 3)
+    coarse = ("EPSG:32618", (435720.0, 20.0, 0.0, 4179460.0, 0.0, -20.0))
+    _band(tmp_path / "g_B02.tif", 2, (10, 15), coarse)
+    (failure,) = catalog(str(tmp_path), **BANDS).failures
+    for needle in ("different grids", "g_B04.tif: 20 x 30 px at 10 m", "g_B02.tif: 10 x 15 px "
+                   "at 20 m", "EPSG:32618", "gdalwarp"):
+        assert needle in failure.reason, failure.reason
+
+
+def test_band_files_with_other_dtypes_or_several_bands_are_refused(tmp_path: Path) -> None:
+    _band(tmp_path / "d_B04.tif", 4)
+    _band(tmp_path / "d_B03.tif", 3, dtype="int16")
+    _band(tmp_path / "d_B02.tif", 2)
+    write_geotiff(tmp_path / "m_B04.tif", np.ones((2, 20, 30), np.uint16), *UTM)
+    _band(tmp_path / "m_B03.tif", 3)
+    _band(tmp_path / "m_B02.tif", 2)
+    got = {f.scene_id: f.reason for f in catalog(str(tmp_path), **BANDS).failures}
+    assert "different dtypes" in got["d"] and "d_B03.tif int16" in got["d"]
+    assert "m_B04.tif has 2" in got["m"]

@@ -15,11 +15,11 @@ import zarr
 from PIL import Image
 from typer.testing import CliRunner
 
-from pipeline.catalog import Georef
 from pipeline.errors import WindowError
 from pipeline.io.omezarr import SceneWriter, mean_downsample, mode_downsample
 from pipeline.ledger import Ledger, RunFingerprint
 from pipeline.query import OutputStore, QueryError, SceneNotFoundError
+from pipeline.scene import Georef
 
 CLASSES = [("unknown", (0, 0, 0, 0)), ("water", (0, 0, 255, 255)),
            ("forest", (0, 128, 0, 255)), ("urban", (200, 50, 50, 255))]
@@ -160,8 +160,14 @@ def test_class_stats_exact_and_from_coarse_level(out: Out) -> None:
     exact = geo.class_stats(box)
     want = np.bincount(out.geo[3:197, 5:251].ravel(), minlength=4)
     assert [r.pixels for r in exact.rows] == want.tolist() and exact.exact
-    assert [r.area for r in exact.rows] == (want * 100.0).tolist()  # 10 m x 10 m pixels
-    assert exact.area_unit == "crs_unit2"
+    assert exact.area_unit == "m2"
+    # every pixel's footprint measured independently on the ellipsoid
+    pix = _pixel_areas_m2(GEO, box)
+    labels = out.geo[3:197, 5:251]
+    for r in exact.rows:
+        assert r.area == pytest.approx(pix[labels == r.label].sum(), rel=1e-7), r.name
+    # near the central meridian UTM shrinks distances by k = 0.9996: true area = 100 m2 / k^2
+    assert exact.rows[1].area / (want[1] * 100.0) == pytest.approx(1 / 0.9996**2, rel=1e-5)
     coarse = geo.class_stats(box, level=2)
     assert not coarse.exact
     assert sum(r.pixels for r in coarse.rows) == pytest.approx(194 * 246)  # totals stay exact
@@ -169,10 +175,33 @@ def test_class_stats_exact_and_from_coarse_level(out: Out) -> None:
         assert r.pixels == pytest.approx(n, rel=0.25), r.name
     parsed = list(csv.DictReader(io.StringIO(exact.to_csv())))
     assert [int(p["pixels"]) for p in parsed] == want.tolist()
-    assert json.loads(exact.to_json())["rows"][1]["name"] == "water"
+    assert float(parsed[1]["area_ha"]) == pytest.approx(exact.rows[1].area / 1e4, rel=1e-6)
+    doc = json.loads(exact.to_json())
+    assert doc["area_unit"] == "m2" and doc["rows"][1]["name"] == "water"
+    assert doc["rows"][1]["label"] == 1 and doc["rows"][1]["area"] == exact.rows[1].area
     plain = OutputStore(out.root, out.so).scene("plain/a").class_stats()
-    assert plain.area_unit == "px"
+    assert plain.area_unit is None and {r.area for r in plain.rows} == {None}
+    assert "no georeference" in plain.note and "area_m2" not in plain.to_csv()
     assert [r.pixels for r in plain.rows] == np.bincount(out.a.ravel(), minlength=4).tolist()
+
+
+def _pixel_areas_m2(georef: Georef, box: tuple[int, int, int, int]) -> np.ndarray:
+    """Geodesic area of each pixel's 4-corner footprint (pyproj), for the test's reference."""
+    import pyproj
+
+    crs = pyproj.CRS.from_user_input(georef.crs)
+    to_ll = pyproj.Transformer.from_crs(crs, crs.geodetic_crs, always_xy=True)
+    geod = crs.get_geod()
+    x0, dx, rx, y0, ry, dy = georef.transform
+    y_0, y_1, x_0, x_1 = box
+    out = np.empty((y_1 - y_0, x_1 - x_0))
+    for i, r in enumerate(range(y_0, y_1)):
+        rr = np.array([r, r, r + 1, r + 1])
+        for j, c in enumerate(range(x_0, x_1)):
+            cc = np.array([c, c + 1, c + 1, c])
+            lon, lat = to_ll.transform(x0 + cc * dx + rr * rx, y0 + cc * ry + rr * dy)
+            out[i, j] = abs(geod.polygon_area_perimeter(lon, lat)[0])
+    return out
 
 
 def test_preview_png_colours_and_source(out: Out, tmp_path: Path) -> None:
@@ -224,7 +253,14 @@ def test_cli(out: Out, tmp_path: Path) -> None:
         np.testing.assert_array_equal(da.values, mode_downsample(out.geo))
         assert da.attrs["crs"] == "EPSG:32633"
     code, text = _cli(out, "stats", "-o", out.root, "-s", "geo", "--format", "csv")
-    assert code == 0 and text.splitlines()[0] == "label,name,pixels,area_crs_unit2,fraction"
+    assert code == 0 and text.splitlines()[0] == (
+        "label,name,pixels,area_m2,area_ha,area_km2,fraction")
+    code, text = _cli(out, "stats", "-o", out.root, "-s", "geo", "--format", "json")
+    assert code == 0 and json.loads(text)["area_unit"] == "m2"
+    code, text = _cli(out, "stats", "-o", out.root, "-s", "geo")
+    assert code == 0 and "area (ha)" in text and "area (km2)" in text and "geodesic" in text
+    code, text = _cli(out, "stats", "-o", out.root, "-s", "plain/a")
+    assert code == 0 and "pixels only" in text and "(ha)" not in text
     code, text = _cli(out, "preview", "-o", out.root, "-s", "geo", "--png",
                       str(tmp_path / "g.png"), "--max-size", "64")
     assert code == 0 and Image.open(tmp_path / "g.png").size == (65, 50)

@@ -225,21 +225,14 @@ def test_blocks_of_chunks_write_what_single_chunks_write(archive, tmp_path):
 
 
 def test_geotiff_input_keeps_its_georeference(tmp_path):
-    import tifffile
-
-    from pipeline.io.geotiff import geotiff_extratags
+    from conftest import write_geotiff
 
     root = tmp_path / "tif"
     root.mkdir()
     img = smooth_image(4, 3, 150, 170)
     transform = (500000.0, 10.0, 0.0, 4200000.0, 0.0, -10.0)
-    tifffile.imwrite(
-        root / "field.tif",
-        np.moveaxis(img, 0, -1),
-        photometric="rgb",
-        tile=(64, 64),
-        extratags=geotiff_extratags("EPSG:32633", transform),
-    )
+    write_geotiff(root / "field.tif", img, "EPSG:32633", transform, photometric="RGB",
+                  tiled=True, blockxsize=64, blockysize=64)
     res = run_pipeline(str(root), str(tmp_path / "o"), _cfg(), executor=LocalExecutor(TinyLoader()))
     assert res.ok, res.manifest.failed
     w = SceneWriter.open(str(tmp_path / "o"), "field")

@@ -19,6 +19,8 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from pipeline.errors import NonFiniteError
+from pipeline.nodata import valid_mask
 from pipeline.plan import WorkUnit
 from pipeline.retries import install as count_storage_retries
 from pipeline.retries import retry_io
@@ -78,6 +80,7 @@ class ModelInfo:
     classes: tuple[tuple[str, tuple[int, int, int, int]], ...]
     sha256: str
     device: str
+    input: Any = None  # the checkpoint's InputSpec (value ranges); None for stand-in models
 
 
 def model_info(model: Predictor) -> ModelInfo:
@@ -89,6 +92,7 @@ def model_info(model: Predictor) -> ModelInfo:
         classes=tuple((str(c.name), tuple(int(v) for v in c.color)) for c in cfg.classes),
         sha256=str(cfg.sha256),
         device=str(getattr(model, "device", "cpu")),
+        input=getattr(cfg, "input", None),
     )
 
 
@@ -136,6 +140,7 @@ class UnitResult:
     col: int
     pixels: int  # core pixels written
     class_counts: tuple[int, ...]  # core pixels per class id
+    nodata: bool = False  # every core pixel was nodata: written as 0 without inference
 
 
 @dataclass(frozen=True)
@@ -290,13 +295,19 @@ class WindowProcessor:
         )
 
     def predict(
-        self, inputs: Sequence[np.ndarray], job: SceneJob
+        self,
+        inputs: Sequence[np.ndarray],
+        job: SceneJob,
+        masks: Sequence[np.ndarray | None] | None = None,
     ) -> tuple[list[np.ndarray], list[np.ndarray | None], float]:
         """Labels (and confidence) for padded inputs, and the seconds spent in the model.
 
-        Same-shape inputs share a forward pass. Time waiting for the model (another call of
-        this threaded worker holds it) is not counted.
+        Same-shape inputs share a forward pass. ``masks``: per input, None (all data) or the
+        padded ``(H, W)`` valid mask, passed as ``valid_mask=``; nodata pixels come out label
+        0 and confidence 0. Time waiting for the model (another call of this threaded worker
+        holds it) is not counted.
         """
+        masks = list(masks) if masks is not None else [None] * len(inputs)
         busy = 0.0
         labels: list[np.ndarray] = [np.empty(0)] * len(inputs)
         conf: list[np.ndarray | None] = [None] * len(inputs)
@@ -308,33 +319,99 @@ class WindowProcessor:
             kw["value_max"] = job.value_max
         for idx in groups.values():
             stack = np.stack([inputs[i] for i in idx])
+            group_kw = dict(kw)
+            if any(masks[i] is not None for i in idx):
+                ones = np.ones(stack.shape[-2:], bool)
+                group_kw["valid_mask"] = np.stack(
+                    [m if (m := masks[i]) is not None else ones for i in idx])
             with self._predict_lock:
                 t = time.perf_counter()
-                out = self.model.predict(stack, **kw)
+                out = self.model.predict(stack, **group_kw)
                 busy += time.perf_counter() - t
             for k, i in enumerate(idx):
                 labels[i] = out.labels[k]
                 conf[i] = out.confidence[k] if job.confidence else None
+                mask = masks[i]
+                if mask is not None:  # the output contract holds for any Predictor
+                    labels[i] = np.where(mask, labels[i], 0).astype(np.uint8)
+                    if conf[i] is not None:
+                        conf[i] = np.where(mask, conf[i], 0).astype(np.uint8)
         return labels, conf, busy
 
+    @staticmethod
+    def _non_finite(inputs: Sequence[np.ndarray], masks: Sequence[np.ndarray | None],
+                    units: Sequence[WorkUnit], scene_id: str) -> NonFiniteError | None:
+        """The first NaN/Inf data pixel of the inputs, in scene coordinates (None if none)."""
+        for x, m, u in zip(inputs, masks, units, strict=True):
+            if x.dtype.kind != "f":
+                continue
+            p, w = u.pad, u.window
+            own = x[:, p.top : p.top + w.height, p.left : p.left + w.width]  # no reflections
+            bad = ~np.isfinite(own)
+            if m is not None:
+                bad &= m[p.top : p.top + w.height, p.left : p.left + w.width][None]
+            if bad.any():
+                band, y, col = (int(v) for v in np.argwhere(bad)[0])
+                return NonFiniteError(scene_id, band, w.y0 + y, w.x0 + col)
+        return None
+
+    def _infer(self, job: SceneJob, units: Sequence[WorkUnit], inputs: list[np.ndarray],
+               masks: list[np.ndarray | None]) -> tuple[list[Any], list[Any], list[bool], float]:
+        """Predict the units that hold data; all-nodata cores become zeros, never inferred."""
+        empty = [m is not None and not crop_core(m, u).any()
+                 for u, m in zip(units, masks, strict=True)]
+        live = [i for i, e in enumerate(empty) if not e]
+        labels: list[Any] = [None] * len(units)
+        conf: list[Any] = [None] * len(units)
+        busy = 0.0
+        if live:
+            picked = ([inputs[i] for i in live], [masks[i] for i in live])
+            try:
+                got, got_conf, busy = self.predict(picked[0], job, picked[1])
+            except Exception:
+                bad = self._non_finite(*picked, [units[i] for i in live], job.scene_id)
+                if bad is not None:  # name the pixel in scene coordinates, not the window's
+                    raise bad from None
+                raise
+            for i, lab, cf in zip(live, got, got_conf, strict=True):
+                labels[i], conf[i] = lab, cf
+        for i in (i for i, e in enumerate(empty) if e):
+            labels[i] = np.zeros(inputs[i].shape[-2:], np.uint8)
+            conf[i] = np.zeros_like(labels[i]) if job.confidence else None
+        return labels, conf, empty, busy
+
     def process(self, batch: Batch) -> BatchResult:
-        """Run one batch. Errors are returned (with the units already written), not raised."""
+        """Run one batch. Errors are returned (with the units already written), not raised.
+
+        Nodata (``job.info.nodata``, and NaN) is masked per window: a unit whose core holds
+        no data is written as label 0 / confidence 0 without inference (``UnitResult.nodata``),
+        the others get ``valid_mask=`` and their nodata pixels come out 0.
+        """
         job, units = batch.job, batch.units
         timings = {"read": 0.0, "infer": 0.0, "write": 0.0}
         done: list[UnitResult] = []
         stage, current = "read", units[0].unit_id
         try:
             t = time.perf_counter()
-            inputs = []
+            inputs: list[np.ndarray] = []
+            masks: list[np.ndarray | None] = []
             for u in units:
                 current = u.unit_id
-                inputs.append(model_input(self.read_window(job, u), u))
+                window = self.read_window(job, u)
+                mask = valid_mask(window, job.info.nodata)
+                inputs.append(model_input(window, u))
+                masks.append(None if mask is None else model_input(mask[None], u)[0])
             timings["read"] = time.perf_counter() - t
             stage, current = "inference", units[0].unit_id
-            labels, conf, timings["infer"] = self.predict(inputs, job)
+            try:
+                labels, conf, empty, timings["infer"] = self._infer(job, units, inputs, masks)
+            except NonFiniteError as exc:
+                current = next((u.unit_id for u in units if u.window.y0 <= exc.y < u.window.y1
+                                and u.window.x0 <= exc.x < u.window.x1), current)
+                raise
             stage, t = "write", time.perf_counter()
             writer = self._writer(job)
-            for u, lab, cf in zip(units, labels, conf, strict=True):
+            for u, lab, cf, nodata in zip(units, labels, conf, empty, strict=True):
                 current = u.unit_id
                 core = np.ascontiguousarray(crop_core(lab, u))
                 core_conf = None if cf is None else np.ascontiguousarray(crop_core(cf, u))
@@ -346,7 +423,8 @@ class WindowProcessor:
                     self.io_backoff_s,
                 )
                 counts = np.bincount(core.ravel(), minlength=self.info.num_classes)
-                done.append(UnitResult(u.unit_id, u.row, u.col, core.size, tuple(counts.tolist())))
+                done.append(UnitResult(u.unit_id, u.row, u.col, core.size,
+                                       tuple(counts.tolist()), nodata))
             timings["write"] = time.perf_counter() - t
             error = None
         except Exception as exc:  # reported per scene by the driver; the worker lives on

@@ -20,13 +20,14 @@ labels. With ``confidence=False`` the root has no image (``ome`` holds only the 
 
 Georeference (when the input has one), kept in three forms:
 - ``attrs["hgn"]["georeference"] = {"crs": "EPSG:32633", "transform": [x0, dx, rx, y0, ry, dy]}``
-  (GDAL order, level 0), as the contract says;
+  (GDAL order, level 0; ``crs`` is WKT2 when the CRS has no EPSG code), as the contract says;
 - GeoZarr-like keys on the root group, the ``labels/segmentation`` group (level 0 values) and
-  on every level array (that level's values): ``proj:code`` (or ``proj:wkt2`` for a WKT CRS),
+  on every level array (that level's values): ``proj:code`` (EPSG CRSs) and ``proj:wkt2``
+  (always: the full CRS, so custom projections survive),
   ``spatial:transform`` (affine in rasterio ``Affine`` order ``[a, b, c, d, e, f]``),
   ``spatial:dimensions`` ``["y", "x"]``, ``spatial:shape``, ``spatial:registration`` "pixel".
   An xarray user reads them from ``DataArray.attrs``; a rioxarray user does
-  ``da.rio.write_crs(attrs["proj:code"]).rio.write_transform(Affine(*attrs["spatial:transform"]))``.
+  ``da.rio.write_crs(attrs["proj:wkt2"]).rio.write_transform(Affine(*attrs["spatial:transform"]))``.
 
 Multiscale coordinate transforms are in level-0 pixel units: level k has ``scale`` 2^k and
 ``translation`` (2^k - 1) / 2, so each coarse pixel centre sits at the centre of the level-0
@@ -67,7 +68,7 @@ from pipeline.storage import (
 )
 
 if TYPE_CHECKING:
-    from pipeline.catalog import Georef
+    from pipeline.scene import Georef
 
 __all__ = [
     "CONFIDENCE_LAYER",
@@ -75,6 +76,7 @@ __all__ = [
     "MIN_LEVELS",
     "STORE_SUFFIX",
     "SceneWriter",
+    "crs_attrs",
     "georef_attrs",
     "mean_downsample",
     "mode_downsample",
@@ -171,9 +173,26 @@ def georef_attrs(georef: Georef, shape: tuple[int, int]) -> dict[str, Any]:
         "spatial:registration": "pixel",
     }
     if georef.crs is not None:
-        key = "proj:code" if ":" in georef.crs and len(georef.crs) < 64 else "proj:wkt2"
-        attrs[key] = georef.crs
+        attrs.update(crs_attrs(georef.crs))
     return attrs
+
+
+def crs_attrs(crs: str) -> dict[str, str]:
+    """``proj:code`` when the CRS is an EPSG code, and always the full CRS as ``proj:wkt2``.
+
+    WKT2 carries every parameter of a custom projection (no EPSG code to look up), so a GIS
+    reading the store never has to guess; unknown CRS text is kept as it is.
+    """
+    from pipeline.io.geotiff import to_pyproj
+
+    out: dict[str, str] = {}
+    if crs.upper().startswith("EPSG:"):
+        out["proj:code"] = crs.upper()
+    try:
+        out["proj:wkt2"] = to_pyproj(crs).to_wkt(version="WKT2_2019")
+    except Exception:  # a CRS pyproj cannot parse: carry the text we were given
+        out["proj:wkt2"] = crs
+    return out
 
 
 def _level_shapes(height: int, width: int, levels: int) -> list[tuple[int, int]]:

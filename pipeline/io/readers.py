@@ -1,45 +1,46 @@
-"""Window readers over catalogued scenes (zarr v2/v3, OME-Zarr, TIFF/COG), local or S3.
+"""The reader contract: picklable, lazy, windowed reads of one scene as ``(C, h, w)`` arrays.
 
-A :class:`SceneReader` is a small picklable spec (``SceneInfo`` + storage options): it travels
-to Ray workers and Dask tasks, and opens the scene lazily in the process that reads. Opened
-handles are cached per process (keyed by PID, so a forked child never reuses its parent's
-event loop or file handle), at most :data:`MAX_OPEN_HANDLES` of them.
+:class:`SceneReader` is the base every format's reader extends (:mod:`pipeline.io.formats`):
+a small picklable spec (``SceneInfo`` + storage options) that travels to Ray workers and Dask
+tasks and opens the scene lazily in the process that reads. The base owns what every format
+shares: bounds and band checks, errors that name the scene, URL and window, native byte order,
+C-contiguous writable results, Dask arrays, and a per-process cache of opened handles (keyed
+by PID, so a forked child never reuses its parent's event loop or file handle; handles that
+are not thread-safe, such as GDAL datasets, are also keyed by thread), at most
+:data:`MAX_OPEN_HANDLES` of them. A format implements ``_open() -> Handle`` only.
 
-Only the requested window is read: zarr slicing fetches the chunks it overlaps; TIFFs go
-through tifffile's zarr store (``TiffFile.aszarr()``), which decodes only the overlapped
-tiles/strips, from an fsspec file on S3. Results are ``(C, h, w)`` in the scene's native
-dtype (native byte order), C-contiguous and writable.
+:func:`open_scene` picks the reader of ``info.kind``.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import hashlib
 import json
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from pipeline.errors import SceneReadError, WindowError
-from pipeline.storage import StorageOptions, get_fs, is_remote, redact, strip_protocol
+from pipeline.scene import SceneInfo
+from pipeline.storage import StorageOptions, redact
 
-if TYPE_CHECKING:
-    from pipeline.catalog import SceneInfo
+__all__ = ["MAX_OPEN_HANDLES", "Handle", "SceneReader", "clear_handle_cache", "open_scene"]
 
-__all__ = ["MAX_OPEN_HANDLES", "SceneReader", "clear_handle_cache", "open_scene"]
-
-MAX_OPEN_HANDLES = 32  # per process; each open TIFF holds a file handle + parsed IFDs
-TIFF_BLOCK_SIZE = 1 << 20  # s3 read granularity for tiles; small enough for random windows
+MAX_OPEN_HANDLES = 32  # per process; each open file holds a handle + parsed headers
 
 
 @dataclass
-class _Handle:
-    array: Any  # zarr.Array (possibly over a tifffile store)
+class Handle:
+    """An opened scene: ``read(y0, y1, x0, x1, bands)`` returns ``(len(bands), h, w)``."""
+
+    read: Callable[[int, int, int, int, list[int]], np.ndarray]
     closers: list[Any] = field(default_factory=list)
 
     def close(self) -> None:
@@ -48,7 +49,7 @@ class _Handle:
                 obj.close()
 
 
-_HANDLES: OrderedDict[tuple, _Handle] = OrderedDict()
+_HANDLES: OrderedDict[tuple, Handle] = OrderedDict()
 _HANDLES_LOCK = threading.Lock()
 
 
@@ -60,18 +61,31 @@ def clear_handle_cache() -> None:
         _HANDLES.clear()
 
 
+# Close handles while the interpreter (and fsspec's event loop) still runs: GDAL datasets read
+# through a Python opener would otherwise be torn down after it, and GDAL reports I/O errors.
+atexit.register(clear_handle_cache)
+
+
 def _options_digest(options: Mapping[str, Any]) -> str:
     # Part of the cache key only; the digest never leaves the process.
     return hashlib.sha256(json.dumps(options, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def open_scene(info: SceneInfo, storage_options: Mapping[str, Any] | None = None) -> SceneReader:
-    """A reader for ``info``; cheap (nothing is opened until the first read)."""
-    return SceneReader(info, storage_options)
+    """The reader of ``info`` (by ``info.kind``); cheap: nothing is opened until a read."""
+    from pipeline.io.formats import format_for_kind
+
+    return format_for_kind(info.kind, info).open(info, storage_options)
 
 
 class SceneReader:
-    """Reads windows of one scene as ``(C, h, w)`` arrays. Picklable; opens lazily."""
+    """Reads windows of one scene as ``(C, h, w)`` arrays. Picklable; opens lazily.
+
+    Subclasses implement :meth:`_open`; set ``THREAD_SAFE = False`` when one opened handle
+    must not be read from two threads at once (each thread then opens its own).
+    """
+
+    THREAD_SAFE = True
 
     def __init__(self, info: SceneInfo, storage_options: Mapping[str, Any] | None = None) -> None:
         self.info = info
@@ -87,7 +101,8 @@ class SceneReader:
 
     def __repr__(self) -> str:
         i = self.info
-        return f"SceneReader({i.scene_id!r}, url={i.url!r}, shape={i.shape}, dtype={i.dtype})"
+        return (f"{type(self).__name__}({i.scene_id!r}, url={i.url!r}, shape={i.shape}, "
+                f"dtype={i.dtype})")
 
     # -- array-like surface (dask.array.from_array uses these)
     @property
@@ -152,33 +167,17 @@ class SceneReader:
                 f"scene {info.scene_id!r}: bands={band_list} must be non-empty indices "
                 f"in 0..{c - 1}"
             )
-        lo, hi = min(band_list), max(band_list) + 1
         window = f"window y={y0}:{y1}, x={x0}:{x1}, bands={band_list}"
-        array = self._array()
-        axes = _axes_of(info, array.ndim)
-        index = []
-        for axis in axes:
-            if axis == "c":
-                index.append(slice(lo, hi))
-            elif axis == "y":
-                index.append(slice(y0, y1))
-            elif axis == "x":
-                index.append(slice(x0, x1))
-            else:
-                index.append(0)  # singleton t / z
+        handle = self._handle()
         try:
-            data = np.asarray(array[tuple(index)])
+            data = np.asarray(handle.read(y0, y1, x0, x1, band_list))
+        except SceneReadError:
+            raise
         except Exception as exc:
             raise SceneReadError(
                 info.scene_id, info.url,
                 f"cannot read {window}: {type(exc).__name__}: {redact(str(exc), self._options)}",
             ) from None
-        kept = [a for a in axes if a in "cyx"]
-        if "c" not in kept:
-            data, kept = data[np.newaxis], ["c", *kept]
-        data = data.transpose([kept.index(a) for a in "cyx"])
-        if band_list != list(range(lo, hi)):
-            data = data[[b - lo for b in band_list]]
         expected = (len(band_list), y1 - y0, x1 - x0)
         if data.shape != expected:
             raise SceneReadError(
@@ -187,27 +186,14 @@ class SceneReader:
                 "since it was catalogued; re-run the catalog",
             )
         native = self.dtype.newbyteorder("=")
-        return np.ascontiguousarray(data, dtype=native)
+        out = np.ascontiguousarray(data, dtype=native)
+        return out if out.flags.writeable else out.copy()
 
     def read_ground_truth(self, y0: int = 0, y1: int | None = None, x0: int = 0,
                           x1: int | None = None) -> np.ndarray:
         """Ground-truth labels (H, W) of synthetic-layout scenes, window optional."""
         info = self.info
-        if info.ground_truth is None:
-            raise SceneReadError(
-                info.scene_id, info.url, "the scene has no ground-truth labels array"
-            )
-        y1 = info.height if y1 is None else y1
-        x1 = info.width if x1 is None else x1
-        try:
-            labels = _open_zarr(info.url, info.ground_truth, self._options)
-            return np.ascontiguousarray(labels[y0:y1, x0:x1])
-        except Exception as exc:
-            raise SceneReadError(
-                info.scene_id, info.url,
-                f"cannot read ground truth {info.ground_truth!r} y={y0}:{y1}, x={x0}:{x1}: "
-                f"{type(exc).__name__}: {redact(str(exc), self._options)}",
-            ) from None
+        raise SceneReadError(info.scene_id, info.url, "the scene has no ground-truth labels array")
 
     def to_dask(self, chunks: int | tuple[int, ...] | None = None) -> Any:
         """A lazy ``dask.array`` (C, H, W) whose tasks call this reader (pixels stay on workers).
@@ -238,25 +224,28 @@ class SceneReader:
         )
 
     def close(self) -> None:
-        """Drop this scene's cached handle in this process."""
+        """Drop this scene's cached handles in this process (every thread's)."""
+        base = self._key()[:-1]
         with _HANDLES_LOCK:
-            handle = _HANDLES.pop(self._key(), None)
-        if handle is not None:
+            keys = [k for k in _HANDLES if k[:-1] == base]
+            handles = [_HANDLES.pop(k) for k in keys]
+        for handle in handles:
             handle.close()
 
     # -- opening
     def _key(self) -> tuple:
         i = self.info
         digest = _options_digest(self._options)
-        return (os.getpid(), i.kind, i.url, i.array_path, i.fingerprint, digest)
+        thread = None if self.THREAD_SAFE else threading.get_ident()
+        return (os.getpid(), i.kind, i.url, i.array_path, i.fingerprint, digest, thread)
 
-    def _array(self) -> Any:
+    def _handle(self) -> Handle:
         key = self._key()
         with _HANDLES_LOCK:
             handle = _HANDLES.get(key)
             if handle is not None:
                 _HANDLES.move_to_end(key)
-                return handle.array
+                return handle
         try:
             handle = self._open()
         except SceneReadError:
@@ -266,7 +255,7 @@ class SceneReader:
                 self.info.scene_id, self.info.url,
                 f"cannot open: {type(exc).__name__}: {redact(str(exc), self._options)}",
             ) from None
-        evicted: list[_Handle] = []
+        evicted: list[Handle] = []
         with _HANDLES_LOCK:
             existing = _HANDLES.get(key)
             if existing is not None:  # another thread won the race; keep one
@@ -278,65 +267,7 @@ class SceneReader:
                 evicted.append(_HANDLES.popitem(last=False)[1])
         for old in evicted:
             old.close()
-        return handle.array
+        return handle
 
-    def _open(self) -> _Handle:
-        info = self.info
-        if info.kind in ("zarr", "ome-zarr"):
-            return _Handle(_open_zarr(info.url, info.array_path or "", self._options))
-        if info.kind == "tiff":
-            return _open_tiff(info, self._options)
-        raise SceneReadError(info.scene_id, info.url, f"unknown scene kind {info.kind!r}")
-
-
-def _open_zarr(url: str, path: str, options: Mapping[str, Any]) -> Any:
-    import zarr
-
-    if is_remote(url):
-        return zarr.open_array(store=url, path=path, mode="r", storage_options=dict(options))
-    return zarr.open_array(store=url, path=path, mode="r")
-
-
-def _open_tiff(info: SceneInfo, options: Mapping[str, Any]) -> _Handle:
-    import tifffile
-    import zarr
-
-    closers: list[Any] = []
-    try:
-        if is_remote(info.url):
-            fs = get_fs(info.url, options)
-            fh = fs.open(strip_protocol(info.url), "rb", block_size=TIFF_BLOCK_SIZE,
-                         cache_type="readahead")
-            closers.append(fh)
-            tif = tifffile.TiffFile(fh)
-        else:
-            tif = tifffile.TiffFile(info.url)
-        closers.append(tif)
-        store = tif.aszarr(series=0, level=0)
-        closers.append(store)
-        array = zarr.open_array(store=store, mode="r")
-    except Exception:
-        _Handle(None, closers).close()
-        raise
-    if tuple(array.shape) != _stored_shape(info, array.ndim):
-        _Handle(None, closers).close()
-        raise SceneReadError(
-            info.scene_id, info.url,
-            f"TIFF series 0 now has shape {tuple(array.shape)}, catalogued as "
-            f"{_stored_shape(info, array.ndim)}: re-run the catalog",
-        )
-    return _Handle(array, closers)
-
-
-def _axes_of(info: SceneInfo, ndim: int) -> str:
-    """Stored axis names; derived from ``layout`` for SceneInfos built without ``axes``."""
-    if info.axes:
-        return info.axes
-    if ndim == 2:
-        return "yx"
-    return "yxc" if info.layout == "HWC" else "cyx"
-
-
-def _stored_shape(info: SceneInfo, ndim: int) -> tuple[int, ...]:
-    sizes = {"c": info.bands, "y": info.height, "x": info.width}
-    return tuple(sizes.get(a, 1) for a in _axes_of(info, ndim))
+    def _open(self) -> Handle:
+        raise NotImplementedError(f"{type(self).__name__} does not implement _open()")
