@@ -105,6 +105,9 @@ def test_pairs_geotiff_with_nodata_and_band_selection(fx) -> None:
     assert src.classes.names[-1] == "unlabelled" and src.classes.classes[-1].ignore
     full = src.read("tyrol2", 0, SIZE, 0, SIZE)  # no nodata wedge in this one
     assert full.valid is None
+    # without the override, the file's own nodata tag (GDAL_NODATA 0) is honoured
+    own = PairsSource(_inria(fx)).read("tyrol1", 0, 128, 0, 128)
+    np.testing.assert_array_equal(own.valid, win.valid)
     assert set(np.unique(full.labels)) <= set(range(9)) | {IGNORE_INDEX}
 
 
