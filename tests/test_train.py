@@ -101,6 +101,9 @@ def test_run_segments_with_the_users_class_names(inria_run, fx, tmp_path: Path) 
     scene = OutputStore(str(out)).scene("tyrol1")
     assert [name for name, _ in scene.classes] == [c["name"] for c in sorted(
         inria_classes(), key=lambda c: c["id"])]
+    corner = scene.read(box=(0, 60, 0, 60))  # inside the nodata wedge (x + y < 128)
+    assert not corner.any()  # nodata is label 0, as the pipeline writes it
+    assert scene.georef is not None or scene.describe().get("georeference")
 
 
 @pytest.mark.parametrize("data_threads", [1, 2])
@@ -202,3 +205,21 @@ def test_device_side_augmentation_equals_the_cpu_path() -> None:
         xb, yb, db = _device_tensors([b], norms, 128, 250.0, torch.device("cpu"))
         torch.testing.assert_close(xa, xb, atol=1e-5, rtol=1e-5)
         assert torch.equal(ya, yb) and da == db
+
+
+def test_evaluate_cli_on_a_zarr_folder_and_on_benchmark_seeds(fx, tmp_path: Path) -> None:
+    from pipeline.cli import app
+
+    cfg = validate_train_config({**TINY, "data": {"kind": "zarr", "root": str(fx["zarr"])},
+                                 "steps": 1, "output": str(tmp_path / "z")})
+    train(cfg, log=lambda m: None)
+    for data in (str(fx["zarr"]), "2000"):
+        out = tmp_path / f"{Path(data).name}.json"
+        res = runner.invoke(app, ["evaluate", "--checkpoint", str(tmp_path / "z"), "--data",
+                                  data, "--size", "256", "--json", str(out)])
+        assert res.exit_code == 0, res.output
+        result = json.loads(out.read_text())
+        assert {"miou", "pixel_accuracy", "per_class_iou", "confusion_matrix"} <= set(result)
+    res = runner.invoke(app, ["evaluate", "--checkpoint", str(tmp_path / "z"), "--data",
+                              "nonsense"])
+    assert res.exit_code != 0 and "expected a training YAML" in res.output
