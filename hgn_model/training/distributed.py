@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -56,15 +57,18 @@ def _ray(address: str | None, num_cpus: int | None, num_gpus: int | None) -> Ite
 
 def _worker_loop(config: dict[str, Any]) -> None:
     """Runs on every Ray Train worker."""
+    import warnings
+
     import ray.train
 
+    # channels-last 1x1 parameters (the graft gates) have ambiguous strides; DDP's bucket
+    # copy is correct and the warning says so ("not an error")
+    warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
     from hgn_model.training.loop import Rank, run_training
 
     ctx = ray.train.get_context()
     rank = Rank(ctx.get_world_rank(), ctx.get_world_size())
     cfg = TrainConfig.model_validate(config["cfg"])
-    # a restart after a failure resumes from the checkpoint this run last reported
-    restarted = ray.train.get_checkpoint() is not None
     log: Callable[[str], None] = (lambda m: print(m, flush=True)) if rank.main \
         else (lambda m: None)
 
@@ -76,8 +80,9 @@ def _worker_loop(config: dict[str, Any]) -> None:
                 checkpoint = ray.train.Checkpoint.from_directory(tmp)
             ray.train.report({"step": step}, checkpoint=checkpoint)
 
-    run_training(cfg, log=log, resume=config["resume"] or restarted, rank=rank,
-                            on_save=on_save)
+    # a worker group restarted after a failure finds this run's own checkpoints (its token)
+    run_training(cfg, log=log, resume=config["resume"], rank=rank, on_save=on_save,
+                 run_token=config["token"])
     ray.train.report({"step": cfg.steps, "done": 1})
 
 
@@ -103,7 +108,8 @@ def train_distributed(cfg: TrainConfig, workers: int, gpus_per_worker: float = 0
             + f", backend {'nccl' if use_gpu else 'gloo'}")
         trainer = TorchTrainer(
             _worker_loop,
-            train_loop_config={"cfg": cfg.model_dump(mode="json"), "resume": resume},
+            train_loop_config={"cfg": cfg.model_dump(mode="json"), "resume": resume,
+                               "token": uuid.uuid4().hex},
             scaling_config=ScalingConfig(num_workers=workers, use_gpu=use_gpu,
                                          resources_per_worker=resources),
             torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),

@@ -143,6 +143,7 @@ class _Run:
         self.amp = _amp_dtype(cfg, self.device)
         self.scaler = torch.amp.GradScaler("cuda") if self.amp == torch.float16 else None
         self.step_no, self.best, self.history = 0, -math.inf, []
+        self.token: str | None = None
         # decoupled: batch_size detail crops from batch_size / per_context contexts; else
         # (context = crop) batch_size plain crops
         contexts = cfg.contexts_per_step if self.size > cfg.crop else cfg.batch_size
@@ -214,7 +215,8 @@ class _Run:
             torch.distributed.all_gather_object(ranks, mine)
         sched = {k: v for k, v in self.sched.state_dict().items() if k != "lr_lambdas"}
         return tensors, {"optimizer": meta, "scheduler": sched, "best": self.best,
-                         "world": self.rank.world, "ranks": [json.loads(r) for r in ranks]}
+                         "world": self.rank.world, "ranks": [json.loads(r) for r in ranks],
+                         "run": self.token}
 
     def restore(self, weights: dict[str, torch.Tensor], tensors: dict[str, torch.Tensor],
                 meta: dict[str, Any]) -> None:
@@ -258,12 +260,13 @@ def _amp_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
 
 def run_training(cfg: TrainConfig, log: Callable[[str], None] = print, resume: bool = False,
                  rank: Rank | None = None, progress: Any = None,
-                 on_save: Callable[[int], None] | None = None,
+                 on_save: Callable[[int], None] | None = None, run_token: str | None = None,
                  ) -> tuple[Path, CheckpointConfig]:
     """Train per ``cfg``; returns (final weights path, final checkpoint config).
 
     ``progress(record)`` is called after every step; ``on_save(step)`` on every rank after
-    each training checkpoint (Ray Train reports it).
+    each training checkpoint (Ray Train reports it). ``run_token`` marks the checkpoints of
+    this run: a restarted worker group resumes from them without ``resume``.
     """
     from hgn_model.training.evaluation import evaluate_plan
 
@@ -271,9 +274,11 @@ def run_training(cfg: TrainConfig, log: Callable[[str], None] = print, resume: b
     t0 = time.perf_counter()
     run = _Run(cfg, rank, log)
     store = RunStore(cfg.state_dir or f"{cfg.output}_train", cfg.output_storage_options)
-    if resume and (last := store.latest()) is not None:
+    last = store.latest()
+    if last is not None and (resume or (run_token and store.token(last) == run_token)):
         run.restore(*store.load(last))
         log(f"resumed from step {last} ({store.url})")
+    run.token = run_token
     log(f"data ready in {time.perf_counter() - t0:.1f}s: {len(run.plan.train)} training "
         f"scenes, context {run.size} px, crop {cfg.crop} px, {cfg.batch_size} crops per step")
     every = cfg.checkpoint_every or cfg.eval_every

@@ -100,6 +100,11 @@ class RunStore:
         steps = self.steps()
         return steps[-1] if steps else None
 
+    def token(self, step: int) -> str | None:
+        """The run token a saved step was written with (None for runs without one)."""
+        meta = json.loads(self._pull(f"step_{step:08d}.state.json").read_text())
+        return meta.get("run")
+
     def save(self, step: int, model: torch.nn.Module, config: CheckpointConfig,
              tensors: Mapping[str, torch.Tensor], meta: Mapping[str, Any], keep_last: int,
              weights_dtype: str = "float32") -> None:
