@@ -178,6 +178,22 @@ def read_config(path: str | Path) -> CheckpointConfig:
         raise CheckpointError(f"checkpoint config {str(cfg_path)!r} is invalid: {exc}") from exc
 
 
+def _looks_pickled(path: Path) -> bool:
+    """Pickle (protocol 2+: 0x80 then the protocol byte) or zip (torch.save) bytes.
+
+    A safetensors file starts with its header length (8 bytes, little endian) and then the
+    JSON header's "{": that shape is checked first, since a header length whose low byte is
+    0x80 would otherwise look like a pickle opcode.
+    """
+    with path.open("rb") as fh:
+        head = fh.read(9)
+    size = path.stat().st_size
+    if len(head) == 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < size:
+        return False
+    return (head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05")) \
+        or head[:2] == b"PK"
+
+
 def load_checkpoint(path: str | Path) -> tuple[nn.Module, CheckpointConfig]:
     """Verify and load a checkpoint; returns (model in eval mode on CPU, config).
 
@@ -185,9 +201,7 @@ def load_checkpoint(path: str | Path) -> tuple[nn.Module, CheckpointConfig]:
     mismatch (tampered or truncated weights), an unknown arch, or tensors that do not fit.
     """
     weights, cfg_path = resolve_checkpoint(path)
-    with weights.open("rb") as fh:
-        magic = fh.read(4)
-    if magic[:1] == b"\x80" or magic[:2] == b"PK":
+    if _looks_pickled(weights):
         raise CheckpointError(
             f"{str(weights)!r} holds pickle/zip data, not safetensors; refusing to load it"
         )

@@ -200,3 +200,21 @@ def test_demo_and_benchmark_scenes_are_held_out_from_training() -> None:
 
     train = read_config(SHIPPED_DIR / "hgn.json").training["config"]["data"]["train_seeds"]
     assert not ({s for s, *_ in DEMO_SCENES} | set(EVAL_SEEDS)) & set(train)
+
+
+def test_a_header_length_ending_in_0x80_is_not_taken_for_a_pickle(tmp_path: Path) -> None:
+    """safetensors starts with its header length; a low byte of 0x80 is a valid file."""
+    from safetensors.torch import save_file
+
+    from hgn_model.checkpoint import _looks_pickled
+
+    for n in range(1, 400):  # find tensor names giving a header length = 0x80 mod 256
+        path = tmp_path / "w.safetensors"
+        save_file({"x" * n: torch.zeros(1)}, str(path))
+        if path.read_bytes()[0] == 0x80:
+            break
+    else:
+        pytest.fail("no header length ending in 0x80 found")
+    assert not _looks_pickled(path)
+    (tmp_path / "p.safetensors").write_bytes(pickle.dumps({"a": 1}))
+    assert _looks_pickled(tmp_path / "p.safetensors")
