@@ -303,23 +303,12 @@ def run_training(cfg: TrainConfig, log: Callable[[str], None] = print, resume: b
                 and run.plan.val:
             _validate(run, store, evaluate_plan)
         if every and run.step_no % every == 0 and run.step_no < cfg.steps:
-            state = run.state()  # collective: every rank
-            if rank.main:
-                store.save(run.step_no, run.model, run.checkpoint_config({}), *state,
-                           keep_last=cfg.keep_last)
-                store.flush_metrics()
-            if rank.world > 1:
-                torch.distributed.barrier()
+            _save_state(run, store)
             if on_save is not None:
                 on_save(run.step_no)
     train_seconds = time.perf_counter() - t_train
     if every and store.latest() != run.step_no:  # the end state too: --resume --steps extends
-        state = run.state()
-        if rank.main:
-            store.save(run.step_no, run.model, run.checkpoint_config({}), *state,
-                       keep_last=cfg.keep_last)
-        if rank.world > 1:
-            torch.distributed.barrier()
+        _save_state(run, store)
     metrics = _validate(run, store, evaluate_plan) if run.plan.val else {}
     if run.plan.test is not None and rank.main:  # the benchmark: held-out seeds, val beside
         test_src, regions = run.plan.test()
@@ -340,6 +329,17 @@ def run_training(cfg: TrainConfig, log: Callable[[str], None] = print, resume: b
     store.close()
     run.feed.close()
     return path, final
+
+
+def _save_state(run: _Run, store: RunStore) -> None:
+    """A training checkpoint (collective: every rank gathers, rank 0 writes)."""
+    state = run.state()
+    if run.rank.main:
+        store.save(run.step_no, run.model, run.checkpoint_config({}), *state,
+                   keep_last=run.cfg.keep_last)
+        store.flush_metrics()
+    if run.rank.world > 1:
+        torch.distributed.barrier()
 
 
 def _rank_digests(run: _Run) -> dict[str, Any]:
