@@ -153,13 +153,16 @@ def _sample_up(x: torch.Tensor, offset: torch.Tensor, size: tuple[int, int]) -> 
     align_corners=False mapping and edge clamping), so one pass upsamples and warps.
     """
     h, w = int(size[0]), int(size[1])
-    ys = (torch.arange(h, device=x.device, dtype=x.dtype) * 2 + 1) / h - 1
-    xs = (torch.arange(w, device=x.device, dtype=x.dtype) * 2 + 1) / w - 1
+    ys = (torch.arange(h, device=x.device, dtype=torch.float32) * 2 + 1) / h - 1
+    xs = (torch.arange(w, device=x.device, dtype=torch.float32) * 2 + 1) / w - 1
     gy, gx = torch.meshgrid(ys, xs, indexing="ij")
-    scale = torch.tensor([2.0 / w, 2.0 / h], device=x.device, dtype=x.dtype)
+    scale = torch.tensor([2.0 / w, 2.0 / h], device=x.device, dtype=torch.float32)
     grid = torch.stack([gx, gy], dim=-1).unsqueeze(0)
-    grid = grid + offset.permute(0, 2, 3, 1).flip(-1) * scale  # (dy, dx) -> (x, y) order
-    out = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    grid = grid + offset.permute(0, 2, 3, 1).flip(-1).float() * scale  # (dy, dx) -> (x, y)
+    # sampled in float32 whatever the autocast dtype: fp16 grid coordinates would be off by
+    # ~0.2 px at 640 px, and grid_sample wants input and grid of one dtype
+    out = F.grid_sample(x.float(), grid.float(), mode="bilinear", padding_mode="border",
+                        align_corners=False).to(x.dtype)
     # grid_sample returns NCHW on CPU; an elementwise op mixing it with the NHWC shallow
     # feature then runs ~10x slower than the copy back to x's layout (137 vs 5 ms at 320^2).
     return out.contiguous(memory_format=_layout(x))
