@@ -1,12 +1,13 @@
 """Reproduce the shipped checkpoints: every model trained with one shared budget.
 
-    python bench/train_shipped.py                       # all seven, 2 at a time
+    python bench/train_shipped.py                       # all eight, 2 at a time
     python bench/train_shipped.py --models hgn deep_only --jobs 1
     python bench/train_shipped.py --out-dir runs/out    # everything into one folder
 
 Reads hgn_model/configs/shipped.yaml and sets ``model``, ``seed`` and ``output`` per model:
 hgn, isdnet_like and deep_only go to hgn_model/checkpoints/, the HGN ablations and a second
-HGN training seed (``hgn_seed1``, for the seed-to-seed spread) to bench/checkpoints/ (fp16
+HGN training seed (``hgn_seed1``, for the seed-to-seed spread) and HGN with the Laplacian
+inputs it dropped (``hgn_laplacian``, a design check) to bench/checkpoints/ (fp16
 weights + JSON with metrics on held-out seeds). With ``--jobs N`` each model trains in its own
 process (one torch thread each, as the config says), longest first, N at a time, its log in
 ``--log-dir``; a job that fails is reported and the others go on. A rerun resumes each model
@@ -27,26 +28,32 @@ sys.path.insert(0, str(ROOT))
 
 SHIPPED = ROOT / "hgn_model" / "checkpoints"
 ABLATIONS = ROOT / "bench" / "checkpoints"
-# name -> (registered arch, training seed, default folder, relative step cost: longest first)
+# name -> (registered arch, training seed, default folder, relative step cost: longest first,
+# model_cfg on top of the config's)
 MODELS = {
-    "isdnet_like": ("isdnet_like", 0, SHIPPED, 1.8),
-    "hgn": ("hgn", 0, SHIPPED, 1.0),
-    "hgn_seed1": ("hgn", 1, ABLATIONS, 1.0),
-    "hgn_no_gsag": ("hgn_no_gsag", 0, ABLATIONS, 0.95),
-    "hgn_no_lsag": ("hgn_no_lsag", 0, ABLATIONS, 0.95),
-    "hgn_no_contrast": ("hgn_no_contrast", 0, ABLATIONS, 0.95),
-    "deep_only": ("deep_only", 0, SHIPPED, 0.5),
+    "isdnet_like": ("isdnet_like", 0, SHIPPED, 1.8, {}),
+    "hgn": ("hgn", 0, SHIPPED, 1.0, {}),
+    "hgn_seed1": ("hgn", 1, ABLATIONS, 1.0, {}),
+    "hgn_no_gsag": ("hgn_no_gsag", 0, ABLATIONS, 0.95, {}),
+    "hgn_no_lsag": ("hgn_no_lsag", 0, ABLATIONS, 0.95, {}),
+    "hgn_no_contrast": ("hgn_no_contrast", 0, ABLATIONS, 0.95, {}),
+    # the design choice of dropping the Laplacian inputs, at the full budget
+    "hgn_laplacian": ("hgn", 0, ABLATIONS, 1.05, {"laplacian": True}),
+    "deep_only": ("deep_only", 0, SHIPPED, 0.5, {}),
 }
 
 
 def train_one(name: str, config: str, out_dir: str | None, state_root: Path, steps: int | None,
               fresh: bool) -> dict:
-    from hgn_model.train import load_train_config, train
+    from hgn_model.train import load_train_config, train, validate_train_config
 
-    arch, seed, folder, _ = MODELS[name]
+    arch, seed, folder, _, extra = MODELS[name]
     out = Path(out_dir) if out_dir else folder
     cfg = load_train_config(config, model=arch, seed=seed, output=str(out / name),
                             state_dir=str(state_root / f"{name}_train"), steps=steps)
+    if extra:
+        cfg = validate_train_config({**cfg.model_dump(mode="json"),
+                                     "model_cfg": {**cfg.model_cfg, **extra}}, config)
     print(f"== training {name} ({arch}, seed {seed}): {cfg.steps} steps, context "
           f"{cfg.context}, crop {cfg.crop}, batch {cfg.batch_size}", flush=True)
     _, final = train(cfg, log=lambda m: print(m, flush=True), resume=not fresh)
