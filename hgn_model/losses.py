@@ -1,7 +1,7 @@
 """Training losses: CE with ignore index, deep-only aux CE, shallow-deep contrastive InfoNCE.
 
-The terms and what each design choice fixed (short CPU runs, ``bench/recipe.py``; numbers in
-the README's model section):
+The terms and what each design choice fixed (``bench/recipe.py --quality-steps 300``: HGN on
+4 benchmark scenes, val mIoU / context IoU / plantation IoU on val seeds 500/501):
 
 - the main CE is taken on the detail crops at full resolution; the deep-only aux CE on the
   whole context crop, with labels sampled at ``CONTEXT_STRIDE`` (cheap: the aux logits are at
@@ -12,6 +12,10 @@ the README's model section):
   absent from one batch had no anchor at all (the bank keeps one);
 - shallow pixels are sampled class-balanced: uniform sampling drew ~1% road / river pixels,
   so the thin classes, whose semantics the shallow branch most needs, barely took part.
+
+Measured at 300 steps: this loss 36.7 / 43.2 / 17.9; the earlier one (uniform sampling,
+every-pixel batch prototypes) 38.4 / 39.7 / 17.7; no contrastive term 34.2 / 13.8 / 1.0. The
+term mostly helps the context classes this early; the two variants of it are within noise.
 """
 
 from __future__ import annotations
