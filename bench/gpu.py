@@ -194,12 +194,15 @@ def main() -> None:
     parser.add_argument("--out", default=os.environ.get("OUT") or str(ROOT / "runs" / "gpu"))
     parser.add_argument("--wheels", default=None, help="folder of wheels to install first")
     parser.add_argument("--download-wheels", default=None, metavar="DIR")
+    parser.add_argument("--python-version", default="3.11",
+                        help="of the GPU machine's python, for --download-wheels")
     parser.add_argument("--sections", nargs="+", default=["inference", "training", "pipeline"])
     args = parser.parse_args()
     if args.download_wheels:
+        # --no-deps: numpy comes with the machine's torch; the carry limit is 64 MiB
         subprocess.run([sys.executable, "-m", "pip", "download", "--only-binary", ":all:",
-                        "--python-version", "3.11", "--platform", "manylinux2014_x86_64",
-                        "-d", args.download_wheels, *WHEELS], check=True)
+                        "--no-deps", "--python-version", args.python_version, "--platform",
+                        "manylinux2014_x86_64", "-d", args.download_wheels, *WHEELS], check=True)
         return
     if args.wheels:
         _install_wheels(args.wheels)
