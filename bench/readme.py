@@ -115,8 +115,29 @@ def render_model(r: dict) -> str:
     return "\n".join(lines)
 
 
+def render_recipe(r: dict) -> str:
+    lines = []
+    if r.get("cost"):
+        lines += [f"_Seconds per training step, {r.get('threads')} thread, median of "
+                  f"{r.get('repeats')}, data loading included._", "",
+                  "| model | format-1 recipe (2 x 512^2) | context recipe (2048^2 + 2 x 512^2) "
+                  "| ratio |", "|---|---|---|---|"]
+        for name, c in r["cost"].items():
+            lines.append(f"| {name} | {c['today_s']} | {c['recipe_s']} | {c['ratio']} |")
+    if r.get("quality"):
+        lines += ["", f"_HGN after {r.get('steps')} steps on 4 benchmark scenes, val seeds "
+                  "500/501 (IoU %); one choice switched back per row._", "",
+                  "| variant | val mIoU | excl. 0 | thin | context | plantation |",
+                  "|---|---|---|---|---|---|"]
+        for name, q in r["quality"].items():
+            lines.append(f"| {name} | {q['val_miou']} | {q['val_miou_excl_0']} | "
+                         f"{q['thin_iou']} | {q['context_iou']} | {q['plantation_iou']} |")
+    return "\n".join(lines)
+
+
 SECTIONS: dict[str, Callable[[dict], str]] = {
     "model": render_model,
+    "recipe": render_recipe,
     "pipeline": render_pipeline,
     "scaling": render_scaling,
     "faults": render_faults,
