@@ -1,6 +1,6 @@
 """Model benchmark: every registered model side by side at 2448 x 2448, in one run.
 
-    python bench/model.py [--seeds 2000 2001 2002 2003] [--repeats 5] [--size 2448]
+    python bench/model.py [--seeds 2000 ... 2007] [--repeats 5] [--size 2448]
 
 For deep_only, isdnet_like, hgn, a second hgn training seed and the HGN ablations: parameters,
 MACs (torch's FLOP counter / 2), CPU latency of one 2448^2 image through ``Segmenter.predict``
@@ -37,7 +37,7 @@ from hgn_model.data.synthetic import CONTEXT_CLASSES, THIN_CLASSES, generate_sce
 from hgn_model.evaluate import ConfusionMatrix  # noqa: E402
 from hgn_model.segmenter import Segmenter  # noqa: E402
 
-EVAL_SEEDS = [2000, 2001, 2002, 2003]  # never trained on (tests/test_checkpoint.py checks)
+EVAL_SEEDS = list(range(2000, 2008))  # never trained on (tests/test_checkpoint.py checks)
 MODELS = ["deep_only", "isdnet_like", "hgn", "hgn_seed1", "hgn_no_gsag", "hgn_no_lsag",
           "hgn_no_contrast"]
 WINDOW_SIZE, WINDOW_CHUNK, WINDOW_HALO = 4096, 2048, 256  # the pipeline's default windows
