@@ -39,7 +39,7 @@ from hgn_model.segmenter import Segmenter  # noqa: E402
 
 EVAL_SEEDS = list(range(2000, 2008))  # never trained on (tests/test_checkpoint.py checks)
 MODELS = ["deep_only", "isdnet_like", "hgn", "hgn_seed1", "hgn_no_gsag", "hgn_no_lsag",
-          "hgn_no_contrast"]
+          "hgn_no_contrast", "hgn_laplacian"]
 WINDOW_SIZE, WINDOW_CHUNK, WINDOW_HALO = 4096, 2048, 256  # the pipeline's default windows
 ABLATION_DIR = ROOT / "bench" / "checkpoints"
 
