@@ -120,4 +120,11 @@ def train_distributed(cfg: TrainConfig, workers: int, gpus_per_worker: float = 0
         if result.error is not None:
             raise RuntimeError(f"distributed training failed: {result.error}")
     path = Path(cfg.output).with_suffix(".safetensors")
+    if "://" in cfg.output and not cfg.output.startswith("file://"):
+        import json
+
+        import fsspec
+
+        with fsspec.open(f"{cfg.output}.json", "r", **cfg.output_storage_options) as fh:
+            return path, CheckpointConfig.model_validate(json.load(fh))
     return path, read_config(path)
