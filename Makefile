@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-fast lint bench train clean
+.PHONY: install demo test test-fast lint bench train clean chromium
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -21,11 +21,22 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python -m pipeline.demo
 
-test: $(STAMP)
+# The viewer's browser tests drive Debian's chromium (never a downloaded browser build).
+CHROMIUM := /usr/bin/chromium
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+$(CHROMIUM):
+	@echo "installing Debian's chromium for the viewer's browser tests (apt-get)"
+	$(SUDO) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium
+
+chromium: $(CHROMIUM)
+
+test: $(STAMP) $(CHROMIUM)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 
-test-fast: $(STAMP)
+test-fast: $(STAMP) $(CHROMIUM)
 	$(BIN)/python -m pytest -q -m "not slow"
 
 lint: $(STAMP)
@@ -36,7 +47,9 @@ bench: $(STAMP)
 	$(BIN)/python bench/pipeline.py
 	$(BIN)/python bench/scaling.py
 	$(BIN)/python bench/faults.py
+	$(BIN)/python bench/elastic.py
 	$(BIN)/python bench/readers.py
+	$(BIN)/python bench/viewer.py
 	$(BIN)/python bench/readme.py
 
 # Every shipped checkpoint (hgn, isdnet_like, deep_only, the ablations, a 2nd hgn seed), one

@@ -239,6 +239,7 @@ def part_pipeline(
         "wall_incl_start_s": wall + start,
         "mpx_s": m.output_pixels / 1e6 / wall,
         "actors": len(res.workers),
+        "busy_fraction": m.executor.get("busy_fraction"),
         "scenes_ok": len(m.ok),
         "peak_rss_mib": mem.peak_mib,
         "peak_rss_by_role_mib": mem.breakdown_mib({w.pid: "actor" for w in res.workers}),
@@ -443,7 +444,15 @@ def part_reads(archive: Path, out: Path, checkpoint: str, cpus: int) -> dict:
     }
 
 
+def part_overlap(archive: Path, out: Path, checkpoint: str, cpus: int) -> dict:
+    """Read-ahead + write-behind on vs off, 2048 chunks, local disk and S3 (bench/_overlap)."""
+    from bench._overlap import part_overlap as run
+
+    return run(archive, out, checkpoint, cpus)
+
+
 PARTS = {
+    "overlap": part_overlap,
     "reads": part_reads,
     "model": part_model,
     "pipeline": part_pipeline,
@@ -501,7 +510,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--checkpoint", default=None, help="default: the shipped hgn checkpoint")
     ap.add_argument("--cpus", type=int, default=os.cpu_count() or 2)
     ap.add_argument("--work", type=Path, default=REPO / "runs" / "bench-pipeline")
-    ap.add_argument("--parts", default="reads,model,pipeline,dask,naive,raydata,pipeline4x")
+    ap.add_argument(
+        "--parts", default="reads,model,pipeline,dask,naive,raydata,pipeline4x,overlap",
+        help="comma-separated; parts not run keep their result from the result file",
+    )
     ap.add_argument(
         "--repeat", type=int, default=1, help="rounds; the best run of each part counts"
     )
@@ -531,7 +543,10 @@ def main(argv: list[str] | None = None) -> int:
         if ("pipeline4x" in parts)
         else None
     )
+    # Parts not run this time keep their previous figures (e.g. --parts overlap alone).
+    old = json.loads(args.result.read_text()) if args.result.exists() else {}
     res: dict = {
+        **{k: v for k, v in old.items() if k in PARTS or k == "pipeline4x"},
         "config": {
             "repeat": args.repeat,
             "scenes_1x": args.scenes,
@@ -542,6 +557,8 @@ def main(argv: list[str] | None = None) -> int:
             "checkpoint": args.checkpoint,
         }
     }
+    for k in parts:
+        res.pop(k, None)
     for _ in range(args.repeat):  # rounds over all parts, so load drifts hit every part alike
         for part in parts:
             archive = a4 if part == "pipeline4x" else a1
@@ -572,6 +589,15 @@ def main(argv: list[str] | None = None) -> int:
             get("pipeline4x", "peak_rss_mib"), get("pipeline", "peak_rss_mib")
         ),
     }
+    for where in ("local", "s3"):  # the overlap's gain and the model's busy fraction
+        o = res.get("overlap", {}).get(where, {})
+        if o:
+            res["ratios"][f"overlap_gain_{where}"] = o["wall_off_over_on"]
+            for mode in ("on", "off"):
+                runs = o[mode]
+                res["ratios"][f"busy_{mode}_{where}"] = max(r["busy_fraction"] for r in runs)
+                res["ratios"][f"busy_steady_{mode}_{where}"] = max(
+                    r["busy_fraction_steady"] for r in runs)
     args.result.parent.mkdir(parents=True, exist_ok=True)
     args.result.write_text(json.dumps(res, indent=2, default=float) + "\n")
     print(json.dumps(res, indent=2, default=float))

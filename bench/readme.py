@@ -47,6 +47,17 @@ def render_pipeline(r: dict) -> str:
         row("Dask-graph reads / in-actor reads (end to end)", "dask_reads_vs_actor_reads_speed",
             "-", None),
     ]
+    if "busy_on_local" in ratios:  # the overlap part (2048 chunks, one 1-thread actor)
+        for where, label in (("local", "local disk"), ("s3", "S3 server")):
+            lines += [
+                row(f"model busy fraction, overlap on, {label} (whole run)", f"busy_on_{where}",
+                    ">= 0.9", lambda v: v >= 0.9),
+                row(f"model busy fraction, overlap on, {label} (steady state)",
+                    f"busy_steady_on_{where}", ">= 0.9", lambda v: v >= 0.9),
+                row(f"model busy fraction, overlap off, {label} (steady state)",
+                    f"busy_steady_off_{where}", "-", None),
+                row(f"overlap gain, {label} (wall off / on)", f"overlap_gain_{where}", "-", None),
+            ]
     return "\n".join(lines)
 
 
@@ -135,7 +146,36 @@ def render_recipe(r: dict) -> str:
     return "\n".join(lines)
 
 
+def render_elastic(r: dict) -> str:
+    cfg, g, lo = r.get("config", {}), r.get("growth", {}), r.get("loss", {})
+    lines = [
+        f"_Fake cluster (head 0 CPU, nodes of {cfg.get('node')}), {cfg.get('units')} units "
+        f"in batches of {cfg.get('batch_size')}, a stand-in model sleeping "
+        f"{cfg.get('delay_s_per_batch')} s per batch (no CPU): the pool, not the machine._",
+        "",
+        f"Growth 1 -> 2 -> 4 nodes during one run (max_actors 4), wall {g.get('wall_s')} s, "
+        f"busy {g.get('executor_busy_fraction')}:",
+        "",
+        "| actor | joined mid-run | units | busy fraction | node up -> first unit (s) |",
+        "|---|---|---|---|---|",
+    ]
+    for k, a in enumerate(g.get("actors", []), 1):
+        lines.append(f"| {k} | {'yes' if a['joined_mid_run'] else 'no'} | {a['units']} | "
+                     f"{a['busy_fraction']} | {a['node_join_to_first_unit_s']} |")
+    lines += [
+        "",
+        f"Node lost after 40 % of the units (2 nodes): seen after {lo.get('loss_seen_after_s')} "
+        f"s, its in-flight batches written by the other actor {lo.get('recovered_after_s')} s "
+        f"after the loss; {lo.get('units_redone')} units redone; wall "
+        f"{lo.get('wall_with_loss_s')} s vs {lo.get('wall_clean_s')} s clean "
+        f"({lo.get('wall_loss_over_ideal_one_actor_left')}x the ideal with one actor left); "
+        f"bit-identical to the clean run: {lo.get('bit_identical_to_clean')}.",
+    ]
+    return "\n".join(lines)
+
+
 SECTIONS: dict[str, Callable[[dict], str]] = {
+    "elastic": render_elastic,
     "model": render_model,
     "recipe": render_recipe,
     "pipeline": render_pipeline,

@@ -177,6 +177,11 @@ def _parse_seeds(text: str) -> list[int]:
     try:
         for part in text.split(","):
             lo, sep, hi = part.strip().partition("-")
+            if sep and int(hi) < int(lo):
+                raise typer.BadParameter(
+                    f"--data {text!r}: the seed range {part.strip()} is empty (it ends before it "
+                    f"starts); write {hi}-{lo}"
+                )
             seeds.extend(range(int(lo), int(hi) + 1) if sep else [int(lo)])
     except ValueError:
         raise typer.BadParameter(

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.errors import PipelineError
+from pipeline.errors import NoAreaError
 from pipeline.scene import Georef
 
 __all__ = ["DENSIFY", "SAMPLE_STEP", "NoAreaError", "PixelAreas"]
@@ -34,10 +34,6 @@ _CYLINDRICAL = {
     "Equidistant Cylindrical (Spherical)", "Lambert Cylindrical Equal Area",
     "Lambert Cylindrical Equal Area (Spherical)", "Miller Cylindrical",
 }
-
-
-class NoAreaError(PipelineError, ValueError):
-    """The grid has no CRS (or no georeference): areas cannot be given in m2."""
 
 
 class PixelAreas:

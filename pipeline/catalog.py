@@ -20,6 +20,7 @@ each naming the other: neither is picked silently.
 
 from __future__ import annotations
 
+import os
 import posixpath
 import re
 from collections import deque
@@ -38,6 +39,8 @@ from pipeline.io.formats import (
     format_for_kind,
     is_zarr_store,
 )
+from pipeline.links import LinkPolicy
+from pipeline.names import scene_id_problem
 from pipeline.scene import (
     LAYOUTS,
     SUPPORTED_DTYPES,
@@ -149,13 +152,28 @@ def catalog(
     scenes = [r for r in results if isinstance(r, SceneInfo)]
     failures = walk.failures + [r for r in results if isinstance(r, SceneFailure)]
     skipped = walk.skipped + [r for r in results if isinstance(r, SkippedFile)]
-    scenes, failures = _no_duplicates(scenes, failures)
+    scenes, failures = _no_duplicates(*_usable_ids(scenes, failures))
     return Catalog(
         scenes=sorted(scenes, key=lambda s: s.scene_id),
         failures=sorted(failures, key=lambda f: (f.scene_id, f.url)),
         url=root,
         skipped=sorted(skipped, key=lambda s: s.path),
     )
+
+
+def _usable_ids(scenes: list[SceneInfo], failures: list[SceneFailure]
+                ) -> tuple[list[SceneInfo], list[SceneFailure]]:
+    """A scene whose id cannot name an output path (pipeline.names) fails alone."""
+    kept = []
+    for s in scenes:
+        why = scene_id_problem(s.scene_id)
+        if why is None:
+            kept.append(s)
+        else:
+            failures = [*failures, SceneFailure(
+                s.scene_id, s.url, f"its id cannot name an output path: {why}; rename it in "
+                "the archive")]
+    return kept, failures
 
 
 # --------------------------------------------------------------------------- walking
@@ -214,7 +232,12 @@ def _walk(ctx: _Context) -> _Walk:
         walk.files.append((base, ctx.root_path, top))
         return walk
     queue: deque[str] = deque([ctx.root_path])
-    while queue:
+    links = None if is_remote(ctx.root) else LinkPolicy(ctx.root_path)  # pipeline.links
+    pending: list[tuple[str, str, dict[str, Any]]] = []  # links, decided after plain entries
+    while queue or pending:
+        if not queue:
+            _decide_links(ctx, walk, links, pending, queue)
+            continue
         path = queue.popleft()
         try:
             listing = ctx.fs.ls(path, detail=True)
@@ -242,11 +265,37 @@ def _walk(ctx: _Context) -> _Walk:
                        else "pipeline bookkeeping folder: not read")
                 walk.skipped.append(SkippedFile(ctx.rel(child) + ("/" if is_dir else ""),
                                                 ctx.url_of(child), why))
+            elif links is not None and entry.get("islink"):
+                pending.append((name, child, entry))
             elif is_dir:
                 queue.append(child)
+                if links is not None:
+                    links.saw_dir(child)
             else:
                 walk.files.append((ctx.rel(child), child, entry))
+                if links is not None:
+                    links.saw_file(child)
     return walk
+
+
+def _decide_links(ctx: _Context, walk: _Walk, links: LinkPolicy | None,
+                  pending: list[tuple[str, str, dict[str, Any]]], queue: deque[str]) -> None:
+    """Apply the symlink policy (:mod:`pipeline.links`) to the links the walk met."""
+    assert links is not None  # links are only collected on local archives
+    todo, pending[:] = list(pending), []
+    for _name, child, _entry in todo:
+        decision = links.decide(child)
+        rel = ctx.rel(child)
+        if decision.action == "follow" and decision.kind == "dir":
+            queue.append(child)
+        elif decision.action == "follow":
+            walk.files.append((rel, child, ctx.fs.info(child)))
+        elif decision.action == "fail":
+            walk.failures.append(SceneFailure(_scene_id(rel), ctx.url_of(child),
+                                              decision.reason))
+        else:
+            slash = "/" if os.path.isdir(child) else ""
+            walk.skipped.append(SkippedFile(rel + slash, ctx.url_of(child), decision.reason))
 
 
 # --------------------------------------------------------------------------- dispatch

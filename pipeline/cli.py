@@ -12,12 +12,17 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-import yaml
 from rich.console import Console
 
-from pipeline.errors import PipelineError
+from pipeline.cliparse import OneLineErrors
+from pipeline.errors import PipelineError, RunInterrupted
+from pipeline.lifecycle import handle_signals, interrupted
+from pipeline.parsing import check_num_cpus, one_line, parse_overrides
+
+__all__ = ["app", "parse_overrides"]
 
 app = typer.Typer(
+    cls=OneLineErrors,  # click's usage errors: one `error:` line naming the option
     name="hgn-pipeline",
     help="Archive-scale segmentation of ultra-high-resolution imagery with HGN "
     "(Ray + Dask + OME-Zarr).",
@@ -32,20 +37,10 @@ def _main() -> None:
     """Archive-scale segmentation of ultra-high-resolution imagery with HGN."""
 
 
-def _fail(console: Console, exc: Exception, code: int = 2) -> typer.Exit:
-    console.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
+def _fail(console: Console, exc: BaseException, code: int = 2) -> typer.Exit:
+    console.print(f"[red]error:[/] {one_line(exc)}", highlight=False, soft_wrap=True,
+                  markup=True)
     return typer.Exit(code)
-
-
-def parse_overrides(items: list[str] | None) -> dict[str, Any]:
-    """``["chunk=1024", "bands=[2,1,0]"]`` -> ``{"chunk": 1024, "bands": [2, 1, 0]}`` (YAML)."""
-    out: dict[str, Any] = {}
-    for item in items or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise typer.BadParameter(f"{item!r} is not FIELD=VALUE (e.g. --set chunk=1024)")
-        out[key.strip()] = yaml.safe_load(value) if value.strip() else None
-    return out
 
 
 # ------------------------------------------------------------------------------------ run
@@ -83,7 +78,12 @@ def run_cmd(
         typer.Option("--num-cpus", help="CPUs of the private local Ray (default: all cores)."),
     ] = None,
     local: Annotated[
-        bool, typer.Option("--local", help="No Ray: run in this process (small jobs, debugging).")
+        bool,
+        typer.Option(
+            "--local",
+            help="No Ray: run in this process (small jobs, debugging), with threads_per_actor "
+            "torch threads: the same bytes as Ray actors at that setting.",
+        ),
     ] = False,
     dry_run: Annotated[
         bool,
@@ -108,22 +108,32 @@ def run_cmd(
     from pipeline.dryrun import dry_run as plan_only
     from pipeline.execute import ray_session
     from pipeline.resume import ResumableRun
+    from pipeline.run import RunRequest
 
     try:
+        check_num_cpus(num_cpus)
         cfg = load_config(config, parse_overrides(set_))
         if dry_run:
-            with ray_session(address) if address is not None else contextlib.nullcontext():
+            if address is None:
+                ctx: Any = contextlib.nullcontext()
+            else:
+                ctx = ray_session(address, connect_timeout_s=cfg.connect_timeout_s)
+            with ctx:
                 plan_only(input, cfg).render(console)
             return
         # Ray starts only when there is work to do (a no-op rerun costs no cluster).
-        session = None if local else (lambda: ray_session(address, num_cpus=num_cpus))
-        with ResumableRun(input, output, cfg, run_id=run_id) as rr:
+        session = None if local else (lambda: ray_session(
+            address, num_cpus=num_cpus, connect_timeout_s=cfg.connect_timeout_s))
+        request = RunRequest(input, output, cfg, run_id=run_id, progress=progress,
+                             console=console, summary=True, session=session)
+        with handle_signals(), ResumableRun(request) as rr:
             rr.plan()
-            run = rr.execute(progress=progress, console=console, summary=True, session=session)
-            result = rr.result(run)
+            result = rr.result(rr.execute())
         console.print(result.describe(), highlight=False, soft_wrap=True)
     except (PipelineError, ValueError, OSError) as e:
         raise _fail(console, e) from None
+    except RunInterrupted as e:
+        raise _fail(console, interrupted(e), 128 + e.signum) from None
     raise typer.Exit(result.exit_code)
 
 
@@ -174,14 +184,32 @@ def export_cmd(
     except (PipelineError, ValueError, OSError) as e:
         raise _fail(console, e) from None
     console.print(result.describe(), highlight=False, soft_wrap=True)
+    from pipeline.stac import record_export
+
+    try:  # the COG becomes an asset of the scene's STAC item
+        record_export(output, scene, result, so)
+    except (PipelineError, OSError) as e:  # a read-only output: the export itself is fine
+        console.print(f"[yellow]warning:[/] the STAC catalog was not updated: {e}",
+                      highlight=False, soft_wrap=True)
 
 
 # ------------------------------------------------------------------- query, nightly (ops)
 # Owned by the ops helper; the commands live in pipeline/ops_cli.py.
-from pipeline.ops_cli import nightly_cmd, query_app  # noqa: E402
+from pipeline.ops_cli import nightly_cmd, query_app, verify_cmd  # noqa: E402
 
 app.command("nightly")(nightly_cmd)
+app.command("verify")(verify_cmd)
 app.add_typer(query_app, name="query")
+
+
+# ------------------------------------------------------------- serve, diff, query changes
+# The results side (web viewer, change maps); the commands live in pipeline/viewer_cli.py.
+from pipeline.viewer_cli import changes_cmd, diff_cmd, serve_cmd, stac_cmd  # noqa: E402
+
+app.command("serve")(serve_cmd)
+app.command("diff")(diff_cmd)
+app.command("stac")(stac_cmd)
+query_app.command("changes")(changes_cmd)
 
 
 # ------------------------------------------------------------------- train, evaluate (model)

@@ -18,10 +18,10 @@ Example ``run.yaml``::
 from __future__ import annotations
 
 import difflib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -32,9 +32,25 @@ from pydantic import (
 )
 
 from pipeline.errors import ConfigError
+from pipeline.parsing import load_yaml_mapping
 from pipeline.storage import S3Options
 
-__all__ = ["BandFiles", "RunConfig", "describe_fields", "load_config"]
+__all__ = [
+    "OPTIONAL_OUTPUT_SETTINGS", "OUTPUT_SETTINGS", "BandFiles", "RunConfig", "describe_fields",
+    "load_config", "output_settings",
+]
+
+# The config fields that decide what an output holds (labels, confidence, pyramid): the resume
+# ledger's run fingerprint and every scene's resume token are built from exactly these, so a
+# resume never mixes outputs of different settings. Batch size, actor counts, retries and the
+# like change how fast, not what.
+OUTPUT_SETTINGS = (
+    "layout", "bands", "value_max", "chunk", "halo", "unit_chunks", "confidence",
+    "pyramid_levels",
+)
+# Output settings that count only when set, so outputs written before these fields existed
+# keep their fingerprint and tokens (and resume).
+OPTIONAL_OUTPUT_SETTINGS = ("nodata", "band_files")
 
 # Keys whose values must never reach logs, manifests or provenance attributes.
 _SECRET_WORDS = ("secret", "token", "password", "key")
@@ -101,13 +117,17 @@ class BandFiles(BaseModel):
 class RunConfig(BaseModel):
     """Settings of one pipeline run. Frozen: derive variants with :meth:`with_overrides`."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+    # allow_inf_nan=False: "inf" or ".nan" is never a meaningful limit, delay or scale.
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True,
+                              allow_inf_nan=False)
 
     # --- input -------------------------------------------------------------------------
     layout: Literal["CHW", "HWC"] = Field(
         "CHW",
-        description="Axis order of plain zarr/TIFF scene arrays: 'CHW' (bands first) or 'HWC' "
-        "(bands last). OME-Zarr images follow their own axes metadata.",
+        description="Axis order of plain zarr scene arrays: 'CHW' (bands first) or 'HWC' "
+        "(bands last), any case. OME-Zarr and raster files declare their own. Not given: CHW, "
+        "and a 3-D array whose last axis is 1-16 long and first in the hundreds is refused "
+        "with the advice layout: hwc.",
     )
     bands: tuple[int, ...] | None = Field(
         None,
@@ -117,6 +137,7 @@ class RunConfig(BaseModel):
     )
     nodata: float | None = Field(
         None,
+        allow_inf_nan=True,  # NaN is a nodata value (the only non-finite float allowed here)
         description="Nodata value for every scene of the archive (overrides the files' own, "
         "e.g. a GeoTIFF nodata tag); .nan for NaN. A pixel is nodata when all its bands equal "
         "it (NaN always counts in float scenes); nodata pixels get label 0 and confidence 0. "
@@ -162,21 +183,28 @@ class RunConfig(BaseModel):
         description="Windows per actor call; same-shape windows are stacked into one forward "
         "pass. Raise on GPUs, keep small on CPUs (memory grows linearly).",
     )
-    num_actors: int | None = Field(
+    max_actors: int | None = Field(
         None,
         ge=1,
-        description="Model actors in the pool. null: one per GPU when GPUs are used, else "
-        "(cluster CPUs - reserve_cpus) // threads_per_actor.",
+        description="Most model actors at once. null: as many as the cluster's nodes hold now "
+        "(one per GPU, or CPUs // threads_per_actor), re-read while the run goes, so nodes "
+        "that join get actors. A number: the pool keeps that many actors requested; those the "
+        "cluster cannot place yet wait as pending actors, which is the demand an autoscaler "
+        "scales up for (and they are withdrawn once no work is left).",
     )
     threads_per_actor: int = Field(
         1,
         ge=1,
-        description="torch threads per model actor; a CPU actor also requests this many CPUs.",
+        description="torch threads per model actor (and of the model of `run --local`); a CPU "
+        "actor also requests this many CPUs. At the same setting, --local and Ray outputs "
+        "are bit-identical (a different thread count may move a few pixels).",
     )
     use_gpu: Literal["auto"] | bool = Field(
         "auto",
-        description="'auto': GPU actors (num_gpus=1 each) when the cluster advertises GPUs, "
-        "else CPU actors. true: require GPUs. false: CPU actors only.",
+        description="'auto': GPU actors (num_gpus=1 each) when the cluster advertises GPUs at "
+        "the start, else CPU actors. true: GPU actors only; the run waits up to "
+        "actor_start_timeout_s for GPU capacity (an autoscaler adding GPU nodes), then fails "
+        "naming what is missing. false: CPU actors only.",
     )
     cpus_per_gpu_actor: float = Field(
         1.0,
@@ -186,8 +214,14 @@ class RunConfig(BaseModel):
     max_in_flight_per_actor: int = Field(
         2,
         ge=1,
-        description="Batches queued per actor. 2 lets an actor read the next batch while it "
-        "infers the current one; more only adds memory.",
+        description="Batches queued per actor. 2 keeps the next batch read while the model "
+        "runs the current one; more only adds memory.",
+    )
+    overlap_io: bool = Field(
+        True,
+        description="Inside each actor, read the next batch while the model runs and write "
+        "the previous batch on a side thread (bounded queues). false: read, infer, write one "
+        "batch at a time (for comparison; the output is the same).",
     )
     read_path: Literal["actor", "dask"] = Field(
         "actor",
@@ -216,6 +250,12 @@ class RunConfig(BaseModel):
         description="Levels of the label pyramid (2x mode downsampling per level). null: enough "
         "for the coarsest level to fit one chunk, at least 3.",
     )
+    keep_previous: int = Field(
+        1,
+        ge=0,
+        description="Label versions kept per re-segmented scene (under <output>/_hgn/previous/) "
+        "so nightly runs write a change map against them; 0: keep none (no change maps).",
+    )
     overwrite: bool = Field(
         False,
         description="Replace existing outputs of the same scenes. false: a scene whose output "
@@ -228,12 +268,17 @@ class RunConfig(BaseModel):
     )
     # --- fault tolerance -------------------------------------------------------------------
     actor_max_restarts: int = Field(
-        2, ge=0, description="Times Ray restarts a crashed model actor (reloading the model)."
+        2,
+        ge=0,
+        description="Replacement actors, per pool slot, for model actors that die before their "
+        "model is loaded (a crash at start). An actor lost after it started (its node died, "
+        "spot preemption, a crash mid-batch) is always replaced when capacity allows.",
     )
     task_max_retries: int = Field(
         2,
         ge=0,
-        description="Times a batch is retried on a restarted actor before its scene fails.",
+        description="Times a batch goes back to the queue after the actor running it was lost; "
+        "a batch lost with more actors than that fails its scene (it may be what kills them).",
     )
     io_retries: int = Field(
         3, ge=0, description="Retries of a failed window read or block write (storage hiccups)."
@@ -243,12 +288,32 @@ class RunConfig(BaseModel):
         ge=0,
         description="First retry delay in seconds; doubles on each retry of the same read/write.",
     )
+    connect_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        le=3600,
+        description="Seconds to wait for the Ray cluster given by --address to answer; then "
+        "the run fails naming the address (and releases the output lock).",
+    )
     actor_start_timeout_s: float = Field(
         300.0,
         gt=0,
-        description="Seconds to wait for every model actor to start and load its model before "
-        "the run fails with a diagnosis (e.g. no GPUs for num_gpus=1).",
+        description="Seconds to wait at the start for the first model actor (and every actor "
+        "the cluster has room for) to load its model, before the run fails naming what is "
+        "missing (e.g. no GPUs for use_gpu: true).",
     )
+    no_actor_timeout_s: float = Field(
+        600.0,
+        gt=0,
+        description="Seconds a run waits with no model actor alive (every node lost, "
+        "replacements waiting for capacity) before it stops; what was written is recorded, "
+        "so rerunning the same command resumes.",
+    )
+
+    @field_validator("layout", mode="before")
+    @classmethod
+    def _layout_any_case(cls, v: Any) -> Any:
+        return v.upper() if isinstance(v, str) else v  # `layout: hwc` as well as HWC
 
     @field_validator("bands")
     @classmethod
@@ -318,6 +383,10 @@ class RunConfig(BaseModel):
             return self.reserve_cpus
         return 1.0 if self.read_path == "dask" else 0.0
 
+    def output_settings(self) -> dict[str, Any]:
+        """JSON-ready values of the settings that decide the output (:func:`output_settings`)."""
+        return output_settings(self.model_dump(mode="json"))
+
     def public_dict(self) -> dict[str, Any]:
         """JSON-ready settings with credentials masked, for manifests and provenance."""
         return _mask(self.model_dump(mode="json"))
@@ -334,6 +403,15 @@ def _mask(value: Any) -> Any:
     return value
 
 
+def output_settings(data: Mapping[str, Any]) -> dict[str, Any]:
+    """From a config dump: every :data:`OUTPUT_SETTINGS` value, and each
+    :data:`OPTIONAL_OUTPUT_SETTINGS` value that is set. The one definition of output identity
+    (the ledger's run fingerprint and the scenes' resume tokens both use it)."""
+    out = {k: data[k] for k in OUTPUT_SETTINGS}
+    out.update({k: data[k] for k in OPTIONAL_OUTPUT_SETTINGS if data.get(k) is not None})
+    return out
+
+
 def describe_fields() -> dict[str, str]:
     """Field name -> description (for help texts and docs)."""
     return {n: f.description or "" for n, f in RunConfig.model_fields.items()}
@@ -347,21 +425,7 @@ def load_config(
     source = "defaults"
     if path is not None:
         source = str(path)
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"config file {source!r} does not exist; pass an existing YAML file")
-        try:
-            loaded = yaml.safe_load(p.read_text())
-        except yaml.YAMLError as e:
-            raise ConfigError(f"config file {source!r} is not valid YAML: {e}") from e
-        if loaded is None:
-            loaded = {}
-        if not isinstance(loaded, dict):
-            raise ConfigError(
-                f"config file {source!r} holds a {type(loaded).__name__}; it must be a mapping "
-                "of field: value (see `hgn-pipeline run --help`)"
-            )
-        data.update(loaded)
+        data.update(load_yaml_mapping(path))  # duplicate keys refused
     if overrides:
         source = f"{source} + overrides" if path is not None else "overrides"
         data.update(overrides)
@@ -395,7 +459,7 @@ def _explain(err: ValidationError, source: str) -> str:
             names = list(model.model_fields)
             close = difflib.get_close_matches(path[-1], names, n=1, cutoff=0.5)
             fix = f"did you mean {close[0]!r}?" if close else "remove it"
-            lines.append(f"  {loc} = {value!r}: unknown field; {fix} (valid: {', '.join(names)})")
+            lines.append(f"{loc} = {value!r}: unknown field; {fix} (valid: {', '.join(names)})")
             continue
         key = (loc, repr(value))
         if key in seen:  # another branch of the same union: merge the reasons
@@ -404,5 +468,6 @@ def _explain(err: ValidationError, source: str) -> str:
         field = RunConfig.model_fields.get(path[0])
         hint = f" Expected: {field.description}" if field is not None and field.description else ""
         seen[key] = len(lines)
-        lines.append(f"  {loc} = {value!r}: {item['msg']}.{hint}")
-    return "\n".join(lines)
+        lines.append(f"{loc} = {value!r}: {item['msg']}.{hint}")
+    # One line (the CLI prints one `error:` line): the source, then each field's problem.
+    return f"{lines[0]} " + " | ".join(lines[1:])

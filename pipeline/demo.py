@@ -205,6 +205,11 @@ def main(argv: list[str] | None = None) -> int:
     console.print(f"manifest: {result.manifest_url}", highlight=False, soft_wrap=True)
     if preview:
         console.print(f"preview: {preview}", highlight=False, soft_wrap=True)
+    from pipeline.stac import update_catalog
+
+    console.print(f"STAC catalog: {update_catalog(str(output))}\nsee them on a map: "
+                  f"hgn-pipeline serve --output {args.root / 'labels'}", highlight=False,
+                  soft_wrap=True)
     console.print(f"demo took {time.perf_counter() - t0:.0f} s")
     return result.exit_code
 

@@ -29,6 +29,7 @@ from typing import Any
 from pipeline.errors import ConfigError, OutputError
 from pipeline.io.geotiff import to_rasterio_crs
 from pipeline.io.omezarr import CONFIDENCE_LAYER, LABELS_LAYER
+from pipeline.names import check_export_path
 from pipeline.storage import get_fs, is_remote, redact, strip_protocol
 
 __all__ = ["COMPRESSIONS", "FORMATS", "ExportResult", "export_cog"]
@@ -134,7 +135,7 @@ def export_cog(
         raise ConfigError(f"compress={compress!r}: use one of {COMPRESSIONS}")
     b = view.pixel_box(box, bbox, clip)
     georef = view.georef.shifted(b[0], b[2]) if view.georef is not None else None
-    target = str(path)
+    target = check_export_path(str(path))  # pipeline.names: one rule for names that are paths
     remote = is_remote(target)
     if not remote:
         Path(target).parent.mkdir(parents=True, exist_ok=True)

@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
-from pipeline.errors import OutputError
+from pipeline.errors import OutputError, s3_error
 from pipeline.storage import (
     StorageOptions,
     get_fs,
@@ -161,10 +161,10 @@ class HgnStore:
         except FileExistsError:
             return False
         except OSError as exc:
-            text = str(exc)
-            if "pre-condition" in text or "PreconditionFailed" in text:
+            code, status = s3_error(exc) or ("", None)
+            if code == "PreconditionFailed" or status == 412:
                 return False  # 412 from servers that omit the Condition field (SeaweedFS)
-            if "NotImplemented" not in text and "not implemented" not in text.lower():
+            if code != "NotImplemented" and status != 501:
                 raise
         # The server rejects conditional writes: check-then-put (race window: one round trip).
         log.warning("S3 server refuses If-None-Match; %s created without it", path)

@@ -36,7 +36,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 from urllib.parse import unquote
 
-from pipeline.errors import PipelineError
+from pipeline.config import OUTPUT_SETTINGS, output_settings
+from pipeline.errors import LedgerMismatchError
 from pipeline.hgnstore import HgnStore, now_utc, segment
 
 __all__ = [
@@ -51,23 +52,11 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 STATES = ("pending", "running", "done", "failed")
-# Config fields that change the labels written (batch size, actor counts, retries do not).
-OUTPUT_SETTINGS = (
-    "layout", "bands", "value_max", "chunk", "halo", "unit_chunks", "confidence",
-    "pyramid_levels",
-)
-# Output settings that enter the fingerprint only when set, so outputs written before these
-# fields existed keep their fingerprint (and resume).
-OPTIONAL_OUTPUT_SETTINGS = ("nodata", "band_files")
 # Bump when the pipeline's own output for identical settings changes (padding, stitching).
-LEDGER_FORMAT = 1
+LEDGER_FORMAT = 2  # 2: no reflection beyond scene edges (windows padded only for the model)
 _NO_TOKEN = "_"  # marker folder of chunks recorded without a per-scene token
 MARKER_WRITERS = 8  # concurrent marker writes per process: S3 latency, not bandwidth, bounds them
 MAX_PENDING = 512  # markers queued at most before mark_done blocks (memory stays flat)
-
-
-class LedgerMismatchError(PipelineError, ValueError):
-    """The output was written with another run fingerprint (model or output settings)."""
 
 
 # --- fingerprint ---------------------------------------------------------------------------
@@ -97,8 +86,7 @@ class RunFingerprint:
             raise ValueError(f"config lacks output settings {missing}; pass a full RunConfig")
         if not checkpoint_sha256:
             raise ValueError("checkpoint_sha256 is empty; pass Segmenter.config.sha256")
-        settings = {k: data[k] for k in OUTPUT_SETTINGS}
-        settings.update({k: data[k] for k in OPTIONAL_OUTPUT_SETTINGS if data.get(k) is not None})
+        settings = output_settings(data)
         settings.update(checkpoint_sha256=checkpoint_sha256, arch=arch, format=LEDGER_FORMAT)
         return cls.from_settings(settings)
 
@@ -223,8 +211,8 @@ class Ledger:
                 f"output {ledger.output_url} was written with run fingerprint "
                 f"{current.get('token')!r}, this run's is {fingerprint.token!r} "
                 f"({fingerprint.diff(current.get('settings', {}))}). Resuming would mix outputs "
-                "of different models/settings: rerun with --overwrite to replace them, or "
-                "write to another --output."
+                "of different models/settings: rerun with `--set overwrite=true` to replace "
+                "them, or write to another --output."
             )
         log.warning(
             "overwrite: %s switches from fingerprint %s to %s; old ledger removed",
@@ -375,6 +363,19 @@ class Ledger:
         )
         self._store.write(self._scene_rel(scene_id), json.dumps(asdict(rec), indent=1).encode())
         return rec
+
+    def forget_chunks(self, scene_id: str, token: str | None, chunk_ids: list[str]) -> None:
+        """Forget some finished chunks (their output is missing or damaged: redo them)."""
+        self._guard()
+        self.flush()
+        d = self._chunks_dir(scene_id, token)
+        self._store.delete(f"{d}/{segment(c, 'chunk_id')}" for c in chunk_ids)
+        summary = self._load_summary(fresh=True)
+        per_token = summary["chunks"].get(scene_id, {}).get(token or _NO_TOKEN, {})
+        removed = [c for c in chunk_ids if per_token.pop(c, None) is not None]
+        if removed:
+            self._store.write(f"{self._base}/summary.json", json.dumps(summary).encode())
+        self._done.pop((scene_id, token or _NO_TOKEN), None)
 
     def reset_scene(self, scene_id: str) -> None:
         """Forget a scene's chunks under every token (its output will be rewritten)."""

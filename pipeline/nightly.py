@@ -16,16 +16,14 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Mapping
-from contextlib import AbstractContextManager
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
-
-from rich.console import Console
 
 from pipeline.config import RunConfig
 from pipeline.hgnstore import HgnStore, now_utc
 from pipeline.resume import ResumableRun
+from pipeline.run import RunRequest
 from pipeline.storage import resolve_url
 
 __all__ = ["HISTORY_LOG", "NightlyReport", "nightly", "read_history"]
@@ -54,6 +52,8 @@ class NightlyReport:
     seconds: float = 0.0
     lock_takeover: str | None = None
     summary: str = ""
+    # Re-segmented scenes with a change map: {scene_id: {"against", "summary"} or {"error"}}
+    change_maps: dict[str, Any] = field(default_factory=dict)
 
     @property
     def exit_code(self) -> int:
@@ -69,26 +69,22 @@ class NightlyReport:
 
 
 def nightly(
-    input_url: str,
-    output_url: str,
-    cfg: RunConfig,
-    *,
-    executor: Any | None = None,
-    run_id: str | None = None,
-    session: Callable[[], AbstractContextManager[Any]] | None = None,
-    progress: bool = False,
-    console: Console | None = None,
-    summary: bool = False,
+    request: RunRequest | str,
+    output_url: str | None = None,
+    config: RunConfig | None = None,
+    /,
+    **options: Any,
 ) -> NightlyReport:
     """Process what changed in the archive since the last run; append to the history.
 
+    Takes a :class:`~pipeline.run.RunRequest` (or its parts, as for ``run_pipeline``); its
     ``session`` (e.g. ``lambda: ray_session(address)``) is entered only when there is work.
     """
     t0 = time.perf_counter()
     started = now_utc()
-    with ResumableRun(input_url, output_url, cfg, executor=executor, run_id=run_id) as rr:
+    with ResumableRun(request, output_url, config, **options) as rr:
         rr.plan()
-        run = rr.execute(progress=progress, console=console, summary=summary, session=session)
+        run = rr.execute()
         res = rr.result(run)
         report = NightlyReport(
             run_id=rr.run_id, started=started, finished=now_utc(),
@@ -104,6 +100,8 @@ def nightly(
                                        for s in m.failed]
             report.units_done = sum(s.units_done for s in m.scenes)
             report.manifest = run.manifest_url
+            report.change_maps = {s.scene_id: {k: v for k, v in s.change.items() if k != "matrix"}
+                                  for s in m.scenes if s.change}
         _append_history(HgnStore(rr.output_url, rr.so), report)
     return report
 

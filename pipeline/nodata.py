@@ -12,6 +12,8 @@ import math
 
 import numpy as np
 
+from pipeline.errors import WindowError
+
 __all__ = ["nodata_fraction", "valid_mask"]
 
 
@@ -21,7 +23,7 @@ def valid_mask(window: np.ndarray, nodata: float | None) -> np.ndarray | None:
     ``nodata`` may be None (only NaN marks nodata, float windows only) or NaN.
     """
     if window.ndim != 3:
-        raise ValueError(f"window has shape {window.shape}; expected (C, h, w)")
+        raise WindowError(f"window has shape {window.shape}; expected (C, h, w)")
     floating = window.dtype.kind == "f"
     declared = nodata is not None and not (isinstance(nodata, float) and math.isnan(nodata))
     if declared and not floating and not _representable(nodata, window.dtype):

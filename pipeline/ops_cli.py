@@ -15,9 +15,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from pipeline.errors import PipelineError
+from pipeline.errors import PipelineError, RunInterrupted
+from pipeline.lifecycle import handle_signals, interrupted
+from pipeline.parsing import check_num_cpus, one_line
 
-__all__ = ["nightly_cmd", "query_app"]
+__all__ = ["nightly_cmd", "query_app", "verify_cmd"]
 
 query_app = typer.Typer(
     name="query",
@@ -42,22 +44,21 @@ BboxOpt = Annotated[
 ]
 LevelOpt = Annotated[int, typer.Option("--level", "-l", help="Pyramid level (0 = full res).")]
 ClipOpt = Annotated[bool, typer.Option("--clip", help="Clip a box that sticks out of the scene.")]
+AllowOpt = Annotated[bool, typer.Option(
+    "--allow-incomplete", help="Answer from the chunks that are there when some are missing, "
+    "damaged or not computed yet (reports their coverage); default: refuse, naming them.")]
 
 
 def _storage_options(config: Path | None) -> dict[str, Any]:
-    import yaml
     from pydantic import ValidationError
 
     from pipeline.errors import ConfigError
+    from pipeline.parsing import load_yaml_mapping
     from pipeline.storage import S3Options, storage_options_from
 
     s3 = None
     if config is not None:
-        if not config.is_file():
-            raise ConfigError(f"config file {str(config)!r} does not exist")
-        data = yaml.safe_load(config.read_text()) or {}
-        if not isinstance(data, dict):
-            raise ConfigError(f"config file {str(config)!r} must be a mapping of field: value")
+        data = load_yaml_mapping(config)  # duplicate keys refused, as for `run`
         if data.get("s3") is not None:
             try:
                 s3 = S3Options.model_validate(data["s3"])
@@ -95,7 +96,7 @@ def _run(fn: Any) -> None:
     try:
         fn()
     except (PipelineError, ValueError, OSError) as exc:
-        console.print(f"[red]error:[/] {exc}", highlight=False)
+        console.print(f"[red]error:[/] {one_line(exc)}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
 
 
@@ -140,6 +141,7 @@ def read_cmd(
     level: LevelOpt = 0,
     layer: Annotated[str, typer.Option(help="segmentation | confidence")] = "segmentation",
     clip: ClipOpt = False,
+    allow_incomplete: AllowOpt = False,
     config: ConfigOpt = None,
 ) -> None:
     """Read a window at any pyramid level into a .npy or a .nc (with coordinates) file."""
@@ -147,7 +149,7 @@ def read_cmd(
     def body() -> None:
         view = _store(output, config).scene(scene)
         kw = dict(box=_numbers(box, "--box", int), bbox=_numbers(bbox, "--bbox", float),
-                  level=level, layer=layer, clip=clip)
+                  level=level, layer=layer, clip=clip, allow_incomplete=allow_incomplete)
         if out.suffix == ".npy":
             data = view.read(**kw)
             out.parent.mkdir(parents=True, exist_ok=True)
@@ -177,16 +179,21 @@ def stats_cmd(
     ] = 0,
     fmt: Annotated[str, typer.Option("--format", "-f", help="table | json | csv")] = "table",
     clip: ClipOpt = False,
+    allow_incomplete: AllowOpt = False,
     config: ConfigOpt = None,
 ) -> None:
-    """Pixel counts and areas per class for a scene or a window."""
+    """Pixel counts and areas per class for a scene or a window.
+
+    Refused when chunks of the window are missing, damaged or not computed yet (the error
+    names them); --allow-incomplete counts the others and reports the coverage.
+    """
 
     def body() -> None:
         if fmt not in ("table", "json", "csv"):
             raise typer.BadParameter(f"--format {fmt!r}: use table, json or csv")
         st = _store(output, config).scene(scene).class_stats(
             box=_numbers(box, "--box", int), bbox=_numbers(bbox, "--bbox", float),
-            level=level, clip=clip)
+            level=level, clip=clip, allow_incomplete=allow_incomplete)
         if fmt == "json":
             typer.echo(st.to_json())
         elif fmt == "csv":
@@ -194,16 +201,21 @@ def stats_cmd(
         else:
             kind = "exact" if st.exact else f"estimate from level {st.level}"
             geo = st.area_unit is not None
+            cov = [] if st.coverage is None else ["coverage %"]
             cols = ["label", "class", "pixels", *(["area (ha)", "area (km2)"] if geo else []),
-                    "%"]
+                    "%", *cov]
             title = f"{st.scene_id} box {list(st.box)} ({kind}" + (
                 "; geodesic areas on the ellipsoid)" if geo else "; pixels only)")
+            if st.coverage is not None:
+                title += (f", {100 * st.coverage:.2f}% of the window counted, "
+                          f"{len(st.left_out)} chunk(s) left out")
             table = Table(*cols, title=title)
             for r in st.rows:
                 area = [f"{r.area / 1e4:,.4f}", f"{r.area / 1e6:,.6f}"] if geo and r.area \
                     is not None else []
+                extra = [] if r.coverage is None else [f"{100 * r.coverage:.2f}"]
                 table.add_row(str(r.label), r.name, f"{r.pixels:,.0f}", *area,
-                              f"{100 * r.fraction:.2f}")
+                              f"{100 * r.fraction:.2f}", *extra)
             Console().print(table)
             if st.note:
                 Console(stderr=True).print(st.note, highlight=False)
@@ -269,18 +281,85 @@ def nightly_cmd(
     config).
     """
     console = Console(stderr=True)
-    from pipeline.cli import parse_overrides
     from pipeline.config import load_config
     from pipeline.execute import ray_session
     from pipeline.nightly import nightly
+    from pipeline.parsing import parse_overrides
 
     try:
+        check_num_cpus(num_cpus)
         cfg = load_config(config, parse_overrides(set_))
-        session = None if local else (lambda: ray_session(address, num_cpus=num_cpus))
-        report = nightly(input, output, cfg, run_id=run_id, session=session, progress=progress,
-                         console=console, summary=True)
+        session = None if local else (lambda: ray_session(
+            address, num_cpus=num_cpus, connect_timeout_s=cfg.connect_timeout_s))
+        with handle_signals():
+            report = nightly(input, output, cfg, run_id=run_id, session=session,
+                             progress=progress, console=console, summary=True)
     except (PipelineError, ValueError, OSError) as exc:
-        console.print(f"[red]error:[/] {exc}", highlight=False)
+        console.print(f"[red]error:[/] {one_line(exc)}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
+    except RunInterrupted as exc:
+        console.print(f"[red]error:[/] {interrupted(exc)}", highlight=False, soft_wrap=True)
+        raise typer.Exit(128 + exc.signum) from None
     console.print(report.line(), highlight=False)
+    raise typer.Exit(report.exit_code)
+
+
+# -------------------------------------------------------------------------------- verify
+
+
+def verify_cmd(
+    output: OutputOpt,
+    scene: Annotated[str | None, typer.Option("--scene", "-s", help="Only this scene.")] = None,
+    repair: Annotated[bool, typer.Option("--repair", help="Recompute exactly the missing or "
+                                         "damaged chunks (bit-identical to a clean run).")] = False,
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="Run config YAML: its "
+                                                "s3 section; with --repair also overrides "
+                                                "(e.g. a moved checkpoint).")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="With --repair: override one "
+                                                   "config field, FIELD=VALUE.")] = None,
+    address: Annotated[str | None, typer.Option("--address", help="With --repair: Ray cluster "
+                                                "(default: a private local Ray).")] = None,
+    num_cpus: Annotated[int | None, typer.Option("--num-cpus", help="CPUs of the private "
+                                                 "local Ray.")] = None,
+    local: Annotated[bool, typer.Option("--local", help="With --repair: no Ray, recompute in "
+                                        "this process.")] = False,
+) -> None:
+    """Re-hash every chunk the ledger recorded; report missing or damaged chunks by name.
+
+    Exit code 0: every chunk holds what was recorded (or was repaired); 1: missing or damaged
+    chunks remain; 2: refused (no such output or scene, bad config).
+    """
+    console = Console(stderr=True)
+    from pipeline.execute import ray_session
+    from pipeline.ops.verify import repair as repair_scenes
+    from pipeline.ops.verify import verify
+    from pipeline.parsing import load_yaml_mapping, parse_overrides
+
+    try:
+        check_num_cpus(num_cpus)
+        so = _storage_options(config)
+        report = verify(output, so, scene=scene)
+        if repair and report.damaged:
+            overrides = {**(load_yaml_mapping(config) if config else {}),
+                         **parse_overrides(set_)}
+            timeout = float(overrides.get("connect_timeout_s") or 30.0)
+            session = None if local else (lambda: ray_session(
+                address, num_cpus=num_cpus, connect_timeout_s=timeout))
+            with handle_signals():
+                fixed = repair_scenes(output, report.damaged, so, overrides=overrides,
+                                      session=session)
+            after = verify(output, so, scene=scene)
+            after.repaired, after.not_repaired = fixed.repaired, fixed.not_repaired
+            report = after
+    except (PipelineError, ValueError, OSError) as exc:
+        console.print(f"[red]error:[/] {one_line(exc)}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    except RunInterrupted as exc:
+        console.print(f"[red]error:[/] {interrupted(exc)}", highlight=False, soft_wrap=True)
+        raise typer.Exit(128 + exc.signum) from None
+    for line in report.lines():
+        typer.echo(line)
+    if report.damaged and not repair:
+        typer.echo(f"repair with: hgn-pipeline verify --output {output}"
+                   + (f" --scene {scene}" if scene else "") + " --repair")
     raise typer.Exit(report.exit_code)

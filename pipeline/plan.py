@@ -6,10 +6,13 @@ zarr or fsspec here, so ``len()`` of a plan is known before any read and tests a
 Per scene the output is cut into a grid of ``chunk x chunk`` chunks; the grid includes the
 last partial chunk of each axis, so a scene of extent ``E`` has ``ceil(E / chunk)`` chunks
 along that axis. A :class:`WorkUnit` is one aligned block of ``unit_chunks x unit_chunks``
-chunks (its *core*) plus a ``halo`` of context on every side (its *window*). The window is
-read in-bounds only; the part of the halo that falls outside the scene is recorded as a
-:class:`Pad` and filled by reflection (:func:`pipeline.stitch.reflect_pad`), so the model
-always sees ``halo`` pixels of context around every core pixel. Cores tile the scene without
+chunks (its *core*) plus a ``halo`` of context on every side (its *window*), clipped to the
+scene: context exists only where the scene has pixels, so nothing is invented beyond its
+edges. The window is padded only as the model needs: by reflection at its bottom/right to a
+multiple of ``size_divisor`` (:class:`Pad`, :func:`pipeline.stitch.reflect_pad`; 1 = none,
+the model pads itself). A 7 x 100000 strip thus costs about its own pixels, not
+``(7 + 2 * halo)`` rows per window, and with a halo at least the model's receptive field
+the tiled labels equal one forward pass over the whole scene. Cores tile the scene without
 overlap, so every output chunk has exactly one writer (race-free, idempotent writes).
 
 Plans stream: :meth:`Plan.units` is a generator, so an archive of 10^5 windows never
@@ -72,7 +75,7 @@ class Box:
 
 @dataclass(frozen=True, slots=True)
 class Pad:
-    """Reflection padding (pixels) added around an in-bounds window at the scene edges."""
+    """Reflection padding (pixels) added around an in-bounds window for the model."""
 
     top: int = 0
     bottom: int = 0
@@ -147,6 +150,7 @@ class SceneGrid:
     chunk: int
     halo: int
     unit_chunks: int = 1
+    size_divisor: int = 1  # the model's input multiple; 1: the model pads windows itself
 
     def __post_init__(self) -> None:
         if self.height < 1 or self.width < 1:
@@ -154,10 +158,11 @@ class SceneGrid:
                 f"scene {self.scene_id!r} has shape ({self.height}, {self.width}); "
                 "both sides must be >= 1 pixel"
             )
-        if self.chunk < 1 or self.halo < 0 or self.unit_chunks < 1:
+        if self.chunk < 1 or self.halo < 0 or self.unit_chunks < 1 or self.size_divisor < 1:
             raise ValueError(
-                f"chunk={self.chunk!r}, halo={self.halo!r}, unit_chunks={self.unit_chunks!r}: "
-                "need chunk >= 1, halo >= 0, unit_chunks >= 1"
+                f"chunk={self.chunk!r}, halo={self.halo!r}, unit_chunks={self.unit_chunks!r}, "
+                f"size_divisor={self.size_divisor!r}: need chunk >= 1, halo >= 0, "
+                "unit_chunks >= 1, size_divisor >= 1"
             )
 
     @property
@@ -197,13 +202,9 @@ class SceneGrid:
             max(core.x0 - h, 0),
             min(core.x1 + h, self.width),
         )
-        # Whatever part of the full halo lies outside the scene is reflected back in.
-        pad = Pad(
-            top=h - (core.y0 - window.y0),
-            bottom=h - (window.y1 - core.y1),
-            left=h - (core.x0 - window.x0),
-            right=h - (window.x1 - core.x1),
-        )
+        # Beyond the scene there is no context to give: pad only to the model's multiple.
+        d = self.size_divisor
+        pad = Pad(bottom=-window.height % d, right=-window.width % d)
         return WorkUnit(self.scene_id, row, col, core, window, pad, self.chunk)
 
     def __iter__(self) -> Iterator[WorkUnit]:
@@ -220,13 +221,16 @@ class SceneGrid:
         return self._axis_read(self.height) * self._axis_read(self.width)
 
     # Window extents factor per axis (the grid is separable), so totals are sums of products.
+    def _axis_windows(self, extent: int) -> list[int]:
+        n, u, h = grid_size(extent, self.unit_size), self.unit_size, self.halo
+        return [min((i + 1) * u + h, extent) - max(i * u - h, 0) for i in range(n)]
+
     def _axis_input(self, extent: int) -> int:
-        n, u = grid_size(extent, self.unit_size), self.unit_size
-        return sum(min((i + 1) * u, extent) - i * u + 2 * self.halo for i in range(n))
+        d = self.size_divisor
+        return sum(-(-w // d) * d for w in self._axis_windows(extent))
 
     def _axis_read(self, extent: int) -> int:
-        n, u, h = grid_size(extent, self.unit_size), self.unit_size, self.halo
-        return sum(min((i + 1) * u + h, extent) - max(i * u - h, 0) for i in range(n))
+        return sum(self._axis_windows(extent))
 
 
 class SceneLike(Protocol):
@@ -296,10 +300,11 @@ class Plan:
 
 
 def plan_scene(
-    scene_id: str, height: int, width: int, *, chunk: int, halo: int, unit_chunks: int = 1
+    scene_id: str, height: int, width: int, *, chunk: int, halo: int, unit_chunks: int = 1,
+    size_divisor: int = 1,
 ) -> SceneGrid:
     """Plan one scene of ``height x width`` pixels."""
-    return SceneGrid(scene_id, height, width, chunk, halo, unit_chunks)
+    return SceneGrid(scene_id, height, width, chunk, halo, unit_chunks, size_divisor)
 
 
 def plan_archive(

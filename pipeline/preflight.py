@@ -23,6 +23,7 @@ from pipeline.scene import SUPPORTED_DTYPES, SceneInfo
 __all__ = [
     "SAMPLE_GRID",
     "SAMPLE_SIDE",
+    "layout_problem",
     "sample_range",
     "scene_bands",
     "scene_problem",
@@ -49,12 +50,38 @@ def scene_bands(scene: SceneInfo, cfg: Any, model: Any) -> tuple[int, ...] | Non
     return tuple(bands)
 
 
+# A plain array read as CHW whose "bands" axis is this long and whose width is this short is
+# almost surely (H, W, C): hyperspectral cubes a dozen pixels wide do not happen in practice.
+HWC_LIKE_BANDS = 100
+HWC_LIKE_WIDTH = 16
+
+
+def layout_problem(scene: SceneInfo, cfg: Any) -> str | None:
+    """Advice ``layout: hwc`` for a plain array that looks (H, W, C) but is read as CHW.
+
+    Only when ``layout`` was not given (the default CHW was assumed): a user who says CHW
+    explicitly is believed.
+    """
+    explicit = "layout" in getattr(cfg, "model_fields_set", set())
+    c, h, w = scene.shape
+    if explicit or scene.kind != "zarr" or scene.axes != "cyx":
+        return None
+    if c >= HWC_LIKE_BANDS and 1 <= w <= HWC_LIKE_WIDTH:
+        return (f"the array ({c}, {h}, {w}) looks stored as (H, W, C) = ({c}, {h}, {w}) but is "
+                f"read as CHW ({c} bands of {h} x {w} px): set layout: hwc in the run config "
+                "(--set layout=hwc); if it really is CHW, say layout: chw")
+    return None
+
+
 def scene_problem(scene: SceneInfo, cfg: Any, model: Any) -> str | None:
     """Why ``scene`` cannot be segmented with ``cfg`` and ``model`` (None: it can)."""
     c = scene.shape[0]
     if scene.dtype not in SUPPORTED_DTYPES:
         return (f"dtype {scene.dtype!r} is not supported; convert the scene to one of "
                 f"{', '.join(SUPPORTED_DTYPES)}")
+    layout = layout_problem(scene, cfg)
+    if layout is not None:
+        return layout
     bands = scene_bands(scene, cfg, model)
     if bands is not None and max(bands) >= c:
         return (

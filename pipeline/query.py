@@ -24,12 +24,19 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.errors import PipelineError, WindowError
+from pipeline.coverage import DecodingArray, decode_failure, tile_key, trusted_tiles
+from pipeline.errors import (
+    DamagedOutputError,
+    OutputNotFoundError,
+    QueryError,
+    SceneNotFoundError,
+    WindowError,
+)
 from pipeline.hgnstore import HGN_DIR, HgnStore
 from pipeline.io.omezarr import CONFIDENCE_LAYER, LABELS_LAYER, STORE_SUFFIX, SceneWriter
 from pipeline.ledger import Ledger, RunFingerprint
 from pipeline.scene import Georef
-from pipeline.stats import ClassRow, ClassStats, class_stats
+from pipeline.stats import ClassRow, ClassStats, class_stats, with_coverage
 from pipeline.storage import get_fs, is_remote, resolve_url, strip_protocol
 
 __all__ = [
@@ -44,14 +51,6 @@ __all__ = [
 
 READ_WORKERS = 4  # concurrent chunk-tile reads for stats/previews (S3 latency hiding)
 _Box = tuple[int, int, int, int]
-
-
-class QueryError(PipelineError, ValueError):
-    """A query asks for something the scene does not have (level, layer, georeference)."""
-
-
-class SceneNotFoundError(PipelineError, LookupError):
-    """No such scene in the output."""
 
 
 @dataclass(frozen=True)
@@ -116,10 +115,32 @@ class OutputStore:
                 else:
                     stack.append(name)
 
+    def scene_ids(self) -> list[str]:
+        """Ids of every scene with an output store, sorted (a listing; no store is opened)."""
+        return sorted(self._store_ids())
+
+    def _check_root(self) -> None:
+        """OutputNotFoundError unless the root exists and holds a run's output."""
+        fs = get_fs(self.url, self.storage_options)
+        root = strip_protocol(self.url).rstrip("/")
+        if is_remote(self.url):
+            fs.invalidate_cache(root)
+        if not fs.exists(root):
+            raise OutputNotFoundError(
+                f"output {self.url} does not exist: check --output (the folder or "
+                "s3://bucket/prefix given to `hgn-pipeline run --output`)"
+            )
+
     def list_scenes(self) -> list[SceneSummary]:
         """Every scene with an output store or a ledger record, sorted by id."""
+        self._check_root()
         records = self._ledger_records()
         ids = set(self._store_ids())
+        if not ids and not records and not HgnStore(self.url, self.storage_options).list(""):
+            raise OutputNotFoundError(
+                f"output {self.url} holds no hgn-pipeline output (no *.ome.zarr store and no "
+                f"{HGN_DIR}/ folder): check --output"
+            )
 
         def one(sid: str) -> SceneSummary:
             rec = records.get(sid)
@@ -148,13 +169,10 @@ class OutputStore:
 
     def scene(self, scene_id: str) -> SceneView:
         """Open one scene's store; :class:`SceneNotFoundError` lists close ids."""
-        from pipeline.errors import OutputError
-
         try:
             writer = SceneWriter.open(self.url, scene_id, storage_options=self.storage_options)
-        except OutputError as exc:
-            if "no output store" not in str(exc):
-                raise
+        except OutputNotFoundError:
+            self._check_root()
             known = sorted(self._store_ids())
             import difflib
 
@@ -175,6 +193,8 @@ class SceneView:
         self._so = dict(storage_options)
         self.scene_id = writer.scene_id
         self.url = writer.url
+        self.output_url = writer.url[: -len(writer.scene_id + STORE_SUFFIX) - 1]
+        self._integrity: Any = None
         self.height, self.width, self.levels = writer.height, writer.width, writer.levels
         self.chunk = writer.chunk
         attrs = writer.attrs
@@ -183,6 +203,15 @@ class SceneView:
         self.georef = Georef(geo.get("crs"), tuple(geo["transform"])) if geo else None
         self.classes = self._read_classes()
         self.layers = [LABELS_LAYER] + ([CONFIDENCE_LAYER] if writer.confidence else [])
+
+    def integrity(self) -> Any:
+        """The cheap integrity check of this scene (:mod:`pipeline.ops.checks`), cached."""
+        if self._integrity is None:
+            from pipeline.ops.checks import inspect_scene
+
+            self._integrity = inspect_scene(self.output_url, self.scene_id, self._so)
+        return self._integrity
+
 
     def _read_classes(self) -> list[tuple[str, tuple[int, int, int, int]]]:
         import zarr
@@ -294,12 +323,30 @@ class SceneView:
         level: int = 0,
         layer: str = LABELS_LAYER,
         clip: bool = False,
+        allow_incomplete: bool = False,
     ) -> np.ndarray:
-        """A window as a (rows, cols) uint8 numpy array."""
+        """A window as a (rows, cols) uint8 numpy array.
+
+        Refuses a window with missing or damaged chunks (:mod:`pipeline.coverage`) unless
+        ``allow_incomplete``; then those chunks read as 0.
+        """
         b = self.pixel_box(box, bbox, clip)
         arr = self._array(layer, level)
-        ly0, ly1, lx0, lx1 = self._level_box(b, level)
-        return np.asarray(arr[ly0:ly1, lx0:lx1])
+        lbox = self._level_box(b, level)
+        tiles, skip, path = trusted_tiles(self, layer, level, lbox, arr.chunks,
+                                          allow_incomplete)
+        ly0, ly1, lx0, lx1 = lbox
+        out = np.zeros((ly1 - ly0, lx1 - lx0), dtype=np.uint8)
+        for ty0, ty1, tx0, tx1 in tiles:
+            key = tile_key(path, arr.chunks, (ty0, ty1, tx0, tx1))
+            if key in skip:
+                continue
+            try:
+                out[ty0 - ly0:ty1 - ly0, tx0 - lx0:tx1 - lx0] = arr[ty0:ty1, tx0:tx1]
+            except Exception as exc:  # bytes that do not decode: name the chunk
+                if not allow_incomplete:
+                    raise decode_failure(self, key, exc) from None
+        return out
 
     def read_xarray(
         self,
@@ -308,6 +355,7 @@ class SceneView:
         level: int = 0,
         layer: str = LABELS_LAYER,
         clip: bool = False,
+        allow_incomplete: bool = False,
     ) -> Any:
         """A window as an ``xarray.DataArray`` (y, x).
 
@@ -318,7 +366,7 @@ class SceneView:
         import xarray as xr
 
         b = self.pixel_box(box, bbox, clip)
-        data = self.read(b, level=level, layer=layer)
+        data = self.read(b, level=level, layer=layer, allow_incomplete=allow_incomplete)
         ly0, ly1, lx0, lx1 = self._level_box(b, level)
         f = 2**level
         rows = (np.arange(ly0, ly1) + 0.5) * f - 0.5  # level-0 pixel-centre coordinates
@@ -354,19 +402,32 @@ class SceneView:
         bbox: Sequence[float] | None = None,
         level: int = 0,
         clip: bool = False,
+        allow_incomplete: bool = False,
     ) -> ClassStats:
         """Pixels and true areas (m2) per class; chunk by chunk, so any scene size fits.
 
         Areas are geodesic (:mod:`pipeline.stats`, :mod:`pipeline.areas`): exact per row on
         grids whose pixel area varies only with latitude, interpolated between exact samples
         on others. At a level k > 0 each coarse pixel counts for the level-0 pixels (and the
-        area) it covers inside the box.
+        area) it covers inside the box. A window with missing, damaged or not yet computed
+        chunks is refused (:mod:`pipeline.coverage`); with ``allow_incomplete`` they are
+        left out and ``coverage`` (also on every row) says which share was counted.
         """
         b = self.pixel_box(box, bbox, clip)
         arr = self._array(LABELS_LAYER, level)
-        tiles = self._tiles(arr.chunks, self._level_box(b, level))
-        return class_stats(self.scene_id, arr, b, level, tiles, self.classes, self.georef,
-                           READ_WORKERS)
+        tiles, skip, path = trusted_tiles(self, LABELS_LAYER, level, self._level_box(b, level),
+                                          arr.chunks, allow_incomplete)
+        while True:
+            good = [t for t in tiles if tile_key(path, arr.chunks, t) not in skip]
+            try:
+                st = class_stats(self.scene_id, DecodingArray(arr, self, path), b, level, good,
+                                 self.classes, self.georef, READ_WORKERS)
+                break
+            except DamagedOutputError as exc:  # a chunk that does not decode
+                if not allow_incomplete:
+                    raise
+                skip |= set(exc.chunks)
+        return with_coverage(st, b, skip) if allow_incomplete else st
 
     # -- preview
     def preview(

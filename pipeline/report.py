@@ -17,6 +17,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from pipeline.errors import PERMANENT
 from pipeline.storage import get_fs, join_url, strip_protocol
 
 __all__ = [
@@ -44,6 +45,7 @@ class SceneReport:
     url: str
     status: str = "pending"  # pending -> ok | failed
     error: str | None = None
+    error_kind: str | None = None  # "transient" (a rerun may succeed) | "permanent"
     shape: tuple[int, int, int] | None = None
     dtype: str | None = None
     bands: list[int] | None = None  # bands read (0-based, in model order); None: all as stored
@@ -57,11 +59,14 @@ class SceneReport:
     storage_retries: int = 0  # requests the S3 client retried
     class_pixels: dict[str, int] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
+    # Change map against the scene's previous labels (pipeline.publish): against, summary,
+    # matrix (from -> to pixels and m2), or error; None when the scene had no earlier labels
+    change: dict[str, Any] | None = None
 
-    def fail(self, error: str) -> None:
+    def fail(self, error: str, kind: str | None = None) -> None:
         """Mark failed; the first error is the one kept (later ones are consequences)."""
         if self.status != "failed":
-            self.status, self.error = "failed", error
+            self.status, self.error, self.error_kind = "failed", error, kind or PERMANENT
 
 
 @dataclass
@@ -75,6 +80,9 @@ class RunManifest:
     finished: str | None = None
     config: dict[str, Any] = field(default_factory=dict)
     model: dict[str, Any] = field(default_factory=dict)
+    # kind, workers, gpu_ids, actors: [{actor_id, node_id, gpu_ids, pid, state, started,
+    # stopped, units, batches, busy_s, alive_s, busy_fraction, joined, reason}], joined, lost,
+    # units_redone, busy_fraction (see pipeline.execute.ActorStats)
     executor: dict[str, Any] = field(default_factory=dict)
     plan: dict[str, Any] = field(default_factory=dict)
     stages: dict[str, float] = field(default_factory=dict)  # wall seconds per driver stage
@@ -85,6 +93,7 @@ class RunManifest:
     error: str | None = None  # set when the run itself broke (e.g. every model actor died)
     # Retries in the driver (catalog, ledger, lock, manifest): {"io": n, "storage": n}
     driver_retries: dict[str, int] = field(default_factory=dict)
+    catalog: str | None = None  # the STAC catalog this run updated (or why it could not)
 
     @property
     def ok(self) -> list[SceneReport]:
@@ -176,6 +185,9 @@ def render_summary(manifest: RunManifest, console: Console | None = None) -> Non
         f"end to end ({manifest.mpx_per_s('execute'):.2f} Mpx/s while executing); {stages}",
         highlight=False,
     )
+    actors = manifest.executor.get("actors", [])
+    if actors:
+        console.print(_actors_line(manifest.executor), highlight=False, soft_wrap=True)
     io = sum(s.io_retries for s in manifest.scenes) + manifest.driver_retries.get("io", 0)
     client = sum(s.storage_retries for s in manifest.scenes)
     client += manifest.driver_retries.get("storage", 0)
@@ -184,6 +196,21 @@ def render_summary(manifest: RunManifest, console: Console | None = None) -> Non
             f"storage retries: {io} by the pipeline (io_retries), {client} inside the S3 client",
             highlight=False,
         )
+
+
+def _actors_line(ex: dict[str, Any]) -> str:
+    """'actors: 4 ran on 3 nodes (2 joined during the run, 1 lost; 6 units redone), ...'"""
+    actors = ex["actors"]
+    nodes = len({a["node_id"] for a in actors})
+    extra = [f"{ex['joined']} joined during the run"] if ex.get("joined") else []
+    if ex.get("lost"):
+        extra.append(f"{ex['lost']} lost; {ex.get('units_redone', 0)} units redone")
+    more = f" ({', '.join(extra)})" if extra else ""
+    per = ", ".join(f"{a['units']}" for a in actors)
+    return (
+        f"actors: {len(actors)} ran on {nodes} node(s){more}; units per actor {per}; "
+        f"busy {ex.get('busy_fraction', 0.0):.0%} of their time in the model"
+    )
 
 
 # ------------------------------------------------------------------ accuracy (Dask reductions)

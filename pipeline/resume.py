@@ -20,18 +20,17 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
-from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
-
-from rich.console import Console
 
 from pipeline.catalog import Catalog, SceneInfo, catalog
 from pipeline.config import RunConfig
 from pipeline.errors import ConfigError
 from pipeline.ledger import Ledger, RunFingerprint, SceneRecord
-from pipeline.run import RunResult, new_run_id, run_pipeline
+from pipeline.names import check_run_id
+from pipeline.ops.checks import recheck_unchanged
+from pipeline.run import RunRequest, RunResult, new_run_id, run_pipeline
 from pipeline.runlock import RunLock
 from pipeline.storage import check_output_location, resolve_url, storage_options_from
 
@@ -82,16 +81,19 @@ class Changes:
     unchanged: list[str] = field(default_factory=list)  # done, same input: reused
     vanished: list[str] = field(default_factory=list)  # in the ledger, gone from the archive
     unreadable: list[tuple[str, str]] = field(default_factory=list)  # catalog failures
+    # done before, but chunks are missing or damaged now: scene id -> chunk keys (redone)
+    damaged: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def todo(self) -> list[str]:
-        return sorted(self.new + self.changed + self.retry)
+        return sorted(self.new + self.changed + self.retry + list(self.damaged))
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "new": self.new, "changed": self.changed, "retry": self.retry,
             "unchanged": len(self.unchanged), "vanished": self.vanished,
             "unreadable": [{"scene_id": s, "reason": r} for s, r in self.unreadable],
+            "damaged": self.damaged,
         }
 
 
@@ -145,6 +147,8 @@ class ResumeResult:
                  f"{len(ch.unchanged)} unchanged (reused)", f"{len(ch.vanished)} vanished"]
         if ch.unreadable:
             parts.append(f"{len(ch.unreadable)} unreadable")
+        if ch.damaged:
+            parts.append(f"{len(ch.damaged)} with missing or damaged chunks (redone)")
         if self.run is None:
             return f"nothing to do: {', '.join(parts)}"
         m = self.run.manifest
@@ -153,25 +157,33 @@ class ResumeResult:
 
 
 class ResumableRun(AbstractContextManager["ResumableRun"]):
-    """Lock + ledger around one run on ``output_url`` (see module docstring)."""
+    """Lock + ledger around one run on the request's output (see module docstring).
+
+    Takes a :class:`~pipeline.run.RunRequest`, or ``(input_url, output_url, config,
+    **options)`` with the request's fields as options.
+    """
 
     def __init__(
         self,
-        input_url: str,
-        output_url: str,
-        cfg: RunConfig,
+        request: RunRequest | str,
+        output_url: str | None = None,
+        config: RunConfig | None = None,
+        /,
         *,
-        executor: Any | None = None,
-        run_id: str | None = None,
         lock_ttl_s: float = LOCK_TTL_S,
         heartbeat_s: float = HEARTBEAT_S,
+        **options: Any,
     ) -> None:
-        self.input_url, self.output_url = resolve_url(input_url), resolve_url(output_url)
+        req = RunRequest.of(request, output_url, config, **options)
+        self.input_url, self.output_url = resolve_url(req.input_url), resolve_url(req.output_url)
         check_output_location(self.input_url, self.output_url)  # before the lock is written
-        self.cfg = cfg
-        self.executor = executor
-        self.run_id = run_id or new_run_id()
-        self.so = storage_options_from(cfg.s3)
+        self.run_id = check_run_id(req.run_id) if req.run_id is not None else new_run_id()
+        self.request = req.evolve(
+            input_url=self.input_url, output_url=self.output_url, run_id=self.run_id
+        )
+        self.cfg = req.config
+        self.executor = req.executor
+        self.so = storage_options_from(self.cfg.s3)
         self.lock = RunLock(self.output_url, self.run_id, storage_options=self.so,
                             ttl_s=lock_ttl_s, heartbeat_s=heartbeat_s)
         self.ledger: Ledger | None = None
@@ -210,22 +222,21 @@ class ResumableRun(AbstractContextManager["ResumableRun"]):
         if self.catalog is None:
             self.catalog = catalog(self.input_url, self.so, **self.cfg.catalog_options())
         self.changes = compare(self.catalog, self.ledger.scenes())
+        # "unchanged" must still hold what was recorded (pipeline.ops.checks: one listing each)
+        recheck_unchanged(self.output_url, self.so, self.ledger, self.changes)
         return self.changes
 
-    def execute(
-        self,
-        *,
-        progress: bool = False,
-        console: Console | None = None,
-        summary: bool = False,
-        session: Callable[[], AbstractContextManager[Any]] | None = None,
-    ) -> RunResult | None:
+    def execute(self) -> RunResult | None:
         """Process :attr:`Changes.todo` (unreadable scenes go in its manifest); None if no work.
 
-        ``session``: entered only when there is work (e.g. starting Ray for a nightly run).
+        The request's ``session`` is entered only when there is work (e.g. starting Ray for a
+        nightly run).
         """
+        from pipeline.publish import after_run, before_run
+
         ch = self.changes if self.changes is not None else self.plan()
         if not ch.todo:
+            after_run(self.output_url, None, {}, self.so, self.request.console)
             return None
         todo = set(ch.todo)
         subset = Catalog(
@@ -239,13 +250,15 @@ class ResumableRun(AbstractContextManager["ResumableRun"]):
         # The ledger decides what is done: an existing store of a scene to (re)process is ours
         # to replace, unless the ledger is brand new (then its stores are someone else's).
         cfg = self.cfg if self.ledger.created else self.cfg.with_overrides(overwrite=True)
+        # Before any store is rewritten: the labels of changed scenes, for their change maps.
+        kept = before_run(self.output_url, ch.changed, cfg.keep_previous, self.so)
+        session = self.request.session
         with session() if session is not None else contextlib.nullcontext():
             result = run_pipeline(
-                self.input_url, self.output_url, cfg, executor=self.executor,
-                ledger=self.ledger, run_id=self.run_id, progress=progress, console=console,
-                summary=summary, catalog_result=subset,
+                self.request.evolve(config=cfg), ledger=self.ledger, catalog_result=subset
             )
         self._record(subset.scenes, result)
+        after_run(self.output_url, result, kept, self.so, self.request.console)  # maps, STAC
         self.lock.check()
         return result
 
@@ -270,19 +283,16 @@ class ResumableRun(AbstractContextManager["ResumableRun"]):
 
 
 def run_resumable(
-    input_url: str,
-    output_url: str,
-    cfg: RunConfig,
-    *,
-    executor: Any | None = None,
-    run_id: str | None = None,
-    progress: bool = False,
-    console: Console | None = None,
-    summary: bool = False,
+    request: RunRequest | str,
+    output_url: str | None = None,
+    config: RunConfig | None = None,
+    /,
+    **options: Any,
 ) -> ResumeResult:
-    """``run_pipeline`` with lock, fingerprint check and resume (the ``run`` command)."""
-    with ResumableRun(input_url, output_url, cfg, executor=executor, run_id=run_id) as rr:
-        rr.plan()
-        run = rr.execute(progress=progress, console=console, summary=summary)
-        return rr.result(run)
+    """``run_pipeline`` with lock, fingerprint check and resume (the ``run`` command).
 
+    Takes a :class:`~pipeline.run.RunRequest`, or its parts as for ``run_pipeline``.
+    """
+    with ResumableRun(request, output_url, config, **options) as rr:
+        rr.plan()
+        return rr.result(rr.execute())

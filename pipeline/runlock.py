@@ -20,20 +20,13 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from pipeline.errors import PipelineError
+from pipeline.errors import LockLostError, RunLockedError
 from pipeline.hgnstore import HgnStore, age_s, now_utc
+from pipeline.lifecycle import register_emergency, unregister_emergency
 
 __all__ = ["LockInfo", "LockLostError", "RunLock", "RunLockedError"]
 
 log = logging.getLogger(__name__)
-
-
-class RunLockedError(PipelineError, RuntimeError):
-    """Another run holds the output's lock."""
-
-
-class LockLostError(PipelineError, RuntimeError):
-    """This run's lock was taken over (its heartbeat stalled longer than the lock's TTL)."""
 
 
 def _proc_start(pid: int) -> str | None:
@@ -117,6 +110,7 @@ class RunLock:
         self.took_over: str | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._emergency: int | None = None
 
     @property
     def url(self) -> str:
@@ -187,6 +181,8 @@ class RunLock:
         self.info = mine
         self._thread = threading.Thread(target=self._beat, name="hgn-lock-heartbeat", daemon=True)
         self._thread.start()
+        # A process ended by a signal or a deadline it cannot unwind from still frees the lock.
+        self._emergency = register_emergency(self.release_now)
         return self
 
     def _beat(self) -> None:
@@ -208,7 +204,19 @@ class RunLock:
         if self.lost:
             raise LockLostError(self.lost + "; stop and rerun to resume from the ledger")
 
+    def release_now(self) -> None:
+        """Delete the lock if it is still ours, without waiting for the heartbeat (any thread)."""
+        self._stop.set()
+        info = self.info
+        if info is not None and not self.lost:
+            held = self.holder()
+            if held is not None and held.nonce == info.nonce:
+                self._store.delete([self.REL])
+
     def release(self) -> None:
+        if self._emergency is not None:
+            unregister_emergency(self._emergency)
+            self._emergency = None
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=self.heartbeat_s + 10)

@@ -14,7 +14,7 @@ import io
 import json
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -22,7 +22,7 @@ import numpy as np
 from pipeline.areas import NoAreaError, PixelAreas
 from pipeline.scene import Georef
 
-__all__ = ["ClassRow", "ClassStats", "class_stats"]
+__all__ = ["ClassRow", "ClassStats", "class_stats", "with_coverage"]
 
 _Box = tuple[int, int, int, int]
 
@@ -33,7 +33,8 @@ class ClassRow:
     name: str
     pixels: float  # level-0 pixels (exact at level 0, weighted estimate above)
     area: float | None  # m2 on the ellipsoid; None without a georeference
-    fraction: float
+    fraction: float  # of the counted pixels (the whole window unless coverage < 1)
+    coverage: float | None = None  # --allow-incomplete: share of the window counted
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,8 @@ class ClassStats:
     area_unit: str | None
     rows: tuple[ClassRow, ...]
     note: str | None = None
+    coverage: float | None = None  # --allow-incomplete: share of the window counted
+    left_out: tuple[str, ...] = ()  # chunk keys not counted (missing / damaged / not computed)
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "rows": [asdict(r) for r in self.rows]}
@@ -62,12 +65,14 @@ class ClassStats:
         buf = io.StringIO()
         w = csv.writer(buf)
         areas = self.area_unit is not None
+        cov = ["coverage"] if self.coverage is not None else []
         w.writerow(["label", "name", "pixels", *(["area_m2", "area_ha", "area_km2"] if areas
-                                                 else []), "fraction"])
+                                                 else []), "fraction", *cov])
         for r in self.rows:
             extra = ([f"{r.area:.3f}", f"{r.area / 1e4:.6f}", f"{r.area / 1e6:.8f}"]
                      if areas and r.area is not None else [])
-            w.writerow([r.label, r.name, _num(r.pixels), *extra, f"{r.fraction:.6f}"])
+            c = [f"{r.coverage:.6f}"] if r.coverage is not None else []
+            w.writerow([r.label, r.name, _num(r.pixels), *extra, f"{r.fraction:.6f}", *c])
         return buf.getvalue()
 
 
@@ -122,3 +127,13 @@ def class_stats(scene_id: str, arr: Any, b: _Box, level: int, tiles: Sequence[_B
     )
     return ClassStats(scene_id, level, b, level == 0, "m2" if areas is not None else None,
                       rows, note)
+
+
+def with_coverage(st: ClassStats, b: _Box, left_out: set[str]) -> ClassStats:
+    """``st`` counted over part of window ``b``: fractions of what was counted, and beside
+    every figure the share of the window it covers (:mod:`pipeline.coverage`)."""
+    counted = sum(r.pixels for r in st.rows)
+    coverage = counted / ((b[1] - b[0]) * (b[3] - b[2]))
+    rows = tuple(replace(r, fraction=r.pixels / counted if counted else 0.0, coverage=coverage)
+                 for r in st.rows)
+    return replace(st, rows=rows, coverage=coverage, left_out=tuple(sorted(left_out)))

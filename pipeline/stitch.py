@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from pipeline.errors import WindowError
 from pipeline.plan import Pad, WorkUnit
 
 __all__ = ["crop_core", "model_input", "reflect_pad"]
@@ -22,11 +23,11 @@ def reflect_pad(window: np.ndarray, pad: Pad) -> np.ndarray:
     repeats its single pixel, so tiny and 1 x N scenes pad to any size.
     """
     if window.ndim < 2:
-        raise ValueError(f"window has shape {window.shape}; need at least 2 dims (..., H, W)")
+        raise WindowError(f"window has shape {window.shape}; need at least 2 dims (..., H, W)")
     if window.shape[-2] == 0 or window.shape[-1] == 0:
-        raise ValueError(f"window has shape {window.shape}; cannot reflect an empty axis")
+        raise WindowError(f"window has shape {window.shape}; cannot reflect an empty axis")
     if min(pad.top, pad.bottom, pad.left, pad.right) < 0:
-        raise ValueError(f"pad {pad} has a negative side; pads are pixels to add, >= 0")
+        raise WindowError(f"pad {pad} has a negative side; pads are pixels to add, >= 0")
     if not pad.any:
         return window
     widths = [(0, 0)] * (window.ndim - 2) + [(pad.top, pad.bottom), (pad.left, pad.right)]
@@ -37,7 +38,7 @@ def model_input(window: np.ndarray, unit: WorkUnit) -> np.ndarray:
     """The padded model input of ``unit`` from its in-bounds window ``(C, h, w)``."""
     expected = (unit.window.height, unit.window.width)
     if tuple(window.shape[-2:]) != expected:
-        raise ValueError(
+        raise WindowError(
             f"unit {unit.unit_id}: window read has shape {window.shape[-2:]}, "
             f"the plan expects {expected}"
         )
@@ -47,7 +48,7 @@ def model_input(window: np.ndarray, unit: WorkUnit) -> np.ndarray:
 def crop_core(prediction: np.ndarray, unit: WorkUnit) -> np.ndarray:
     """Keep the core of a prediction ``(..., H, W)`` over the padded input of ``unit``."""
     if tuple(prediction.shape[-2:]) != unit.input_shape:
-        raise ValueError(
+        raise WindowError(
             f"unit {unit.unit_id}: prediction has shape {prediction.shape[-2:]}, "
             f"the padded input was {unit.input_shape}"
         )

@@ -28,12 +28,15 @@ import fsspec
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 from pipeline.errors import ConfigError, StorageError
+from pipeline.retries import install as install_retry_counting
+from pipeline.retries import s3_client_config
 
 __all__ = [
     "S3Options",
     "StorageOptions",
     "check_output_location",
     "get_fs",
+    "identity",
     "is_remote",
     "join_url",
     "redact",
@@ -157,6 +160,9 @@ def storage_options_from(cfg_s3: S3Options | None = None) -> StorageOptions:
             opts["token"] = token
     if client_kwargs:
         opts["client_kwargs"] = client_kwargs
+    # botocore's adaptive retries (counted by pipeline.retries); s3fs passes these to the client.
+    opts["config_kwargs"] = s3_client_config()
+    install_retry_counting()
     return opts
 
 
@@ -199,7 +205,15 @@ def resolve_url(url: str | os.PathLike[str]) -> str:
                 f"URL s3://{bucket.rpartition('@')[2]}/... must not carry credentials, query or "
                 "fragment: put credentials in the s3 config section or AWS_* variables"
             )
-        key = "/".join(p for p in parts.path.split("/") if p)
+        segments = [p for p in parts.path.split("/") if p]
+        if any(p in (".", "..") for p in segments):
+            # S3 keys are literal ("a/../b" is its own key) while HTTP stacks may collapse dot
+            # segments: such a URL could name two places, so it names none.
+            raise ConfigError(
+                f"URL {text!r} has a '.' or '..' segment: S3 keys are not paths, so write the "
+                "prefix out without them (s3://bucket/archive/labels)"
+            )
+        key = "/".join(segments)
         return f"s3://{bucket}/{key}" if key else f"s3://{bucket}"
     raise ConfigError(
         f"URL {text!r}: scheme {scheme!r} is not supported; use a local path, file:// or s3://"
@@ -221,14 +235,22 @@ def join_url(base: str, *parts: str) -> str:
     return out
 
 
+def identity(url: str) -> str:
+    """Where ``url`` really is: the real path locally (symlinks and ``..`` resolved, also
+    through parts that do not exist yet), the normalised ``s3://bucket/key`` on S3."""
+    resolved = resolve_url(url)
+    return resolved if is_remote(resolved) else os.path.realpath(resolved)
+
+
 def check_output_location(input_url: str, output_url: str) -> None:
     """Refuse an output root equal to or inside the input archive (ConfigError).
 
     Its OME-Zarr stores would be catalogued as scenes by the next run over the archive, and
-    the archive itself would be modified. Both URLs are resolved first; prefixes compare by
-    whole path segments (``s3://b/archive2`` is not inside ``s3://b/archive``).
+    the archive itself would be modified. Both locations are compared by :func:`identity`
+    (so a symlink or ``..`` into the archive is caught); prefixes compare by whole path
+    segments (``s3://b/archive2`` is not inside ``s3://b/archive``).
     """
-    src, dst = resolve_url(input_url), resolve_url(output_url)
+    src, dst = identity(input_url), identity(output_url)
     if dst == src or dst.startswith(src.rstrip("/") + "/"):
         raise ConfigError(
             f"output {dst} is inside the input archive {src}: its label stores would be read "

@@ -120,6 +120,50 @@ class CrashOnceLoader:
         return _CrashOnce(self.marker, 3, device, threads)
 
 
+class _Slow(TinySegmenter):
+    """The stand-in, plus ``delay_s`` of sleep per predict call: a model that takes time
+    without taking CPU, so pool tests on a 2-core machine measure the pool, not the cores."""
+
+    def __init__(self, delay_s: float, *args, **kw):
+        super().__init__(*args, **kw)
+        self.delay_s = delay_s
+
+    def predict(self, images, **kw):
+        import time
+
+        time.sleep(self.delay_s)
+        return super().predict(images, **kw)
+
+
+@dataclass(frozen=True)
+class SlowLoader:
+    """Loader of the slow stand-in. While the file ``gate`` exists, a new model's load
+    blocks: actors started then never become ready (a restart that does not come)."""
+
+    delay_s: float = 0.05
+    gate: str | None = None
+
+    def __call__(self, device: str = "auto", threads: int | None = None) -> TinySegmenter:
+        import time
+
+        while self.gate is not None and os.path.exists(self.gate):
+            time.sleep(0.1)
+        return _Slow(self.delay_s, 3, device, threads)
+
+
+class _Killer(TinySegmenter):
+    def predict(self, images, **kw):
+        os._exit(1)  # every call kills its process: a batch no actor survives
+
+
+@dataclass(frozen=True)
+class KillerLoader:
+    """Loader whose model kills its worker on every predict (poison-batch tests)."""
+
+    def __call__(self, device: str = "auto", threads: int | None = None) -> TinySegmenter:
+        return _Killer(3, device, threads)
+
+
 def smooth_image(seed: int, c: int, h: int, w: int, dtype: str = "uint8") -> np.ndarray:
     """Blobby image so the stand-in's labels form regions (not salt and pepper)."""
     rng = np.random.default_rng(seed)

@@ -64,7 +64,7 @@ GOOD: dict[str, tuple[int, int]] = {  # scene id -> (H, W)
     "size/pixel": (1, 1),
     "size/aspect": (40, 5000),
 }
-# Units a failed scene finished before its failure (row-major order, batch_size 1).
+# Units a failed scene finishes before its failure (grid order, batch_size 1).
 DONE_BEFORE_FAILURE = {"values/nan": {"r0c0", "r0c1"}, "corrupt/chunk": {"r0c0", "r0c1", "r0c2",
                                                                          "r1c0"}}
 FAILED_UNIT = {"values/nan": "r1c0", "values/inf": "r0c0", "corrupt/chunk": "r1c1"}
@@ -182,7 +182,9 @@ def test_failed_unit_is_not_in_the_ledger_and_finished_ones_are(bad_run, sid: st
     infos = ledger.chunk_infos(sid, next(iter(tokens))) if tokens else {}
     done = {u.rsplit("#", 1)[1] for u in infos}
     assert FAILED_UNIT[sid] not in done
-    assert done == DONE_BEFORE_FAILURE.get(sid, set())
+    # Units sent before the failure was known (in flight, read ahead) may finish too: they
+    # are really written (checked below), so recording them is right.
+    assert DONE_BEFORE_FAILURE.get(sid, set()) <= done
     if done:  # what the ledger calls done is really written: level 0 of those chunks
         writer = SceneWriter.open(str(out), sid)
         labels = writer.read_level(0)

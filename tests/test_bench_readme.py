@@ -34,3 +34,26 @@ def test_sections_are_rewritten_from_results_and_the_rest_is_kept(tmp_path: Path
     assert "| 1x | 2 | 10 | 1.0 | 160 / 900 / 1500 |" in text
     assert "target `wall_4x_over_1x <= 4.4`: **missed**" in text
     assert "kept: no model.json" in text
+
+
+def test_the_elastic_section_reports_every_actor_and_the_loss(tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "elastic.json").write_text(json.dumps({
+        "config": {"node": "1 CPU + 1 logical GPU", "units": 256, "batch_size": 2,
+                   "delay_s_per_batch": 0.25},
+        "growth": {"wall_s": 17.5, "executor_busy_fraction": 0.92, "actors": [
+            {"joined_mid_run": False, "units": 128, "busy_fraction": 0.92,
+             "node_join_to_first_unit_s": 0.46},
+            {"joined_mid_run": True, "units": 30, "busy_fraction": 0.93,
+             "node_join_to_first_unit_s": 1.97}]},
+        "loss": {"loss_seen_after_s": 0.011, "recovered_after_s": 1.0, "units_redone": 4,
+                 "wall_with_loss_s": 26.2, "wall_clean_s": 16.4,
+                 "wall_loss_over_ideal_one_actor_left": 1.02, "bit_identical_to_clean": True},
+    }))
+    readme = tmp_path / "README.md"
+    readme.write_text("<!-- bench-elastic:start -->\n<!-- bench-elastic:end -->\n")
+    assert update_readme(readme, results) == ["elastic"]
+    text = readme.read_text()
+    assert "| 2 | yes | 30 | 0.93 | 1.97 |" in text
+    assert "4 units redone" in text and "bit-identical to the clean run: True" in text

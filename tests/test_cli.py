@@ -56,7 +56,7 @@ def test_dry_run_prints_the_plan_and_writes_nothing(tiny, tmp_path):
     )
     assert res.exit_code == 0, res.output
     assert "scenes 2 (+0 unreadable), windows 10" in res.output  # 3x2 + 1x4 units
-    assert "estimated inference time" in res.output
+    assert "estimated time:" in res.output and "per-scene overhead" in res.output
     assert not out.exists()
 
 

@@ -16,7 +16,7 @@ def test_defaults_work_and_point_at_the_shipped_checkpoint():
 
     cfg = load_config()
     assert cfg.chunk == 2048 and cfg.halo == 256 and cfg.layout == "CHW"
-    assert cfg.use_gpu == "auto" and cfg.confidence is True and cfg.num_actors is None
+    assert cfg.use_gpu == "auto" and cfg.confidence is True and cfg.max_actors is None
     assert cfg.checkpoint == str(shipped_checkpoint("hgn"))
 
 

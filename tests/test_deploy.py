@@ -167,6 +167,43 @@ def test_rayjob_specs_are_complete(label: str) -> None:
             assert "value" not in env[key], f"{label}: literal {key}"
 
 
+def _overrides(entrypoint: str) -> dict[str, object]:
+    """The ``--set FIELD=VALUE`` overrides of an entrypoint, validated as a run config."""
+    from pipeline.cli import parse_overrides
+    from pipeline.config import load_config
+
+    argv = shlex.split(entrypoint)
+    sets = [argv[i + 1] for i, a in enumerate(argv) if a == "--set"]
+    overrides = parse_overrides(sets)
+    load_config(overrides={**overrides, "checkpoint": "unused"})  # every field is real
+    return overrides
+
+
+@pytest.mark.parametrize("label", [label for label, _ in _rayjob_specs()])
+def test_rayjobs_use_every_gpu_the_autoscaler_can_give(label: str) -> None:
+    """use_gpu=true (wait for GPU workers, never a CPU actor on the head) and max_actors =
+    the GPU groups' maxReplicas x GPUs per pod, so the pool asks for the whole group."""
+    spec = dict(_rayjob_specs())[label]
+    overrides = _overrides(spec["entrypoint"])
+    assert overrides.get("use_gpu") is True, spec["entrypoint"]
+    gpus = sum(
+        g["maxReplicas"] * g["template"]["spec"]["containers"][0]["resources"]["limits"].get(
+            "nvidia.com/gpu", 0)
+        for g in spec["rayClusterSpec"]["workerGroupSpecs"]
+    )
+    assert overrides.get("max_actors") == gpus, (overrides, gpus)
+
+
+def test_ray_cluster_job_command_uses_every_gpu_worker() -> None:
+    cfg = _cluster()
+    gpus = sum(t.get("max_workers", 0) * t["resources"].get("GPU", 0)
+               for name, t in cfg["available_node_types"].items() if name != cfg["head_node_type"])
+    text = (ROOT / "ray_cluster.yaml").read_text()
+    assert "--set use_gpu=true" in text
+    wanted = min(gpus, cfg["max_workers"])
+    assert f"--set max_actors={wanted}" in text, wanted
+
+
 def _parses_as_cli(argv: list[str]) -> None:
     """Parse ``hgn-pipeline <argv>`` with the real CLI (unknown or missing options fail)."""
     import click

@@ -65,7 +65,7 @@ def test_fingerprint_covers_output_settings_only() -> None:
         assert _fp(**kw).token != base.token, kw
     assert RunFingerprint.from_config(_cfg(), "b" * 64, "hgn").token != base.token
     # ... execution settings do not (a resume may change them).
-    for kw in ({"batch_size": 8}, {"num_actors": 3}, {"io_retries": 0}, {"read_path": "dask"}):
+    for kw in ({"batch_size": 8}, {"max_actors": 3}, {"io_retries": 0}, {"read_path": "dask"}):
         assert _fp(**kw).token == base.token, kw
     assert "chunk: 2048 -> 1024" in _fp(chunk=1024).diff(base.settings)
     with pytest.raises(ValueError, match="checkpoint_sha256"):
@@ -84,7 +84,7 @@ def test_resume_same_fingerprint_refuse_other(store_url: str, storage_options: d
     with pytest.raises(LedgerMismatchError) as err:
         Ledger.open(store_url, _fp(chunk=1024), storage_options=storage_options)
     msg = str(err.value)
-    assert "chunk: 2048 -> 1024" in msg and "--overwrite" in msg and a.output_url in msg
+    assert "chunk: 2048 -> 1024" in msg and "--set overwrite=true" in msg and a.output_url in msg
 
     new = Ledger.open(store_url, _fp(chunk=1024), storage_options=storage_options, overwrite=True)
     assert new.done_chunks("s1", "tok") == set()

@@ -50,30 +50,34 @@ def test_last_partial_chunk_is_planned():
     assert grid_size(2048, 2048) == 1 and grid_size(2049, 2048) == 2 and grid_size(0, 8) == 0
 
 
-def test_halo_window_and_reflection_pad():
+def test_halo_window_clipped_to_the_scene_and_padded_for_the_model():
     grid = plan_scene("s", 1000, 700, chunk=256, halo=64)
     inner = grid.unit(1, 1)
     assert inner.window == Box(192, 576, 192, 576) and inner.pad == Pad()
     corner = grid.unit(0, 0)
-    assert corner.window == Box(0, 320, 0, 320)
-    assert corner.pad == Pad(top=64, bottom=0, left=64, right=0)
+    assert corner.window == Box(0, 320, 0, 320) and corner.pad == Pad()
     edge = grid.unit(3, 2)  # last row (232 px high), last col (188 px wide)
     assert edge.core == Box(768, 1000, 512, 700)
     assert edge.window == Box(704, 1000, 448, 700)
-    assert edge.pad == Pad(top=0, bottom=64, left=0, right=64)
     for u in grid:
-        # The model always sees halo pixels of context on every side of the core.
-        assert u.input_shape == (u.core.height + 128, u.core.width + 128)
+        # Context exists only inside the scene: the model sees the window as read.
+        assert u.input_shape == (u.window.height, u.window.width)
         c = u.core_in_input
-        assert (c.y0, c.x0) == (64, 64) and (c.height, c.width) == (u.core.height, u.core.width)
+        assert (c.y0, c.x0) == (u.core.y0 - u.window.y0, u.core.x0 - u.window.x0)
+        assert (c.height, c.width) == (u.core.height, u.core.width)
+    # With the model's size divisor, windows are reflected at bottom/right to its multiple.
+    div = plan_scene("s", 1000, 700, chunk=256, halo=64, size_divisor=32).unit(3, 2)
+    assert div.pad == Pad(bottom=-296 % 32, right=-252 % 32)
+    assert div.input_shape == (320, 256)
 
 
 def test_halo_larger_than_scene():
     grid = plan_scene("tiny", 3, 5, chunk=512, halo=100)
     (u,) = list(grid)
     assert u.window == Box(0, 3, 0, 5)
-    assert u.pad == Pad(100, 100, 100, 100)
-    assert u.input_shape == (203, 205)
+    assert u.pad == Pad() and u.input_shape == (3, 5)
+    assert plan_scene("tiny", 3, 5, chunk=512, halo=100, size_divisor=32).unit(0, 0).pad == Pad(
+        bottom=29, right=27)
 
 
 def test_ids_are_deterministic_and_unique():

@@ -118,7 +118,8 @@ def test_ledger_resume_skips_done_units_only_under_the_same_token(archive, tmp_p
         str(archive), out, _cfg(), ledger=ledger, executor=LocalExecutor(TinyLoader())
     )
     total = sum(s.units_total for s in first.manifest.scenes)
-    assert first.ok and len(ledger) == total
+    # one marker per unit, plus one per finished scene for its pyramid's checksums
+    assert first.ok and len(ledger) == total + len(first.manifest.ok)
     before = SceneWriter.open(out, "good").read_level(0)
 
     _Counting.models = []
@@ -146,7 +147,10 @@ def test_dry_run_plans_and_measures_without_writing(archive, tmp_path):
     assert d.scenes == 2 and d.plan.units == 2 * 3 + 2 * 2
     assert d.plan.output_pixels == 200 * 300 + 130 * 129
     assert d.rate_mpx_s and d.rate_mpx_s > 0
-    assert d.estimated_s == pytest.approx(d.plan.input_pixels / 1e6 / (d.rate_mpx_s * 2))
+    assert d.inference_s == pytest.approx(d.plan.input_pixels / 1e6 / (d.rate_mpx_s * 2))
+    # Each scene's fixed cost (open, create, finalize, record) is measured and added.
+    assert d.per_scene_s and d.per_scene_s > 0
+    assert d.estimated_s == pytest.approx(d.startup_s + d.inference_s + 2 * d.per_scene_s)
     assert not (tmp_path / "out").exists()
 
 

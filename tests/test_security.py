@@ -70,7 +70,7 @@ def test_ray_token_auth_is_never_disabled_outside_tests() -> None:
                 offenders.append(f"{path.relative_to(REPO)}: {m.group(0)!r}")
     assert offenders == [], offenders
     # The private local Ray starts with Ray's defaults (token auth on) and no dashboard.
-    source = (REPO / "pipeline/execute/ray_pool.py").read_text()
+    source = (REPO / "pipeline/execute/session.py").read_text()
     assert "include_dashboard=False" in source and '_node_ip_address="127.0.0.1"' in source
 
 

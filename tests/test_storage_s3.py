@@ -22,7 +22,10 @@ from pipeline.storage import (
 )
 
 AWS_VARS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
-            "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_REGION", "AWS_DEFAULT_REGION")
+            "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_REGION", "AWS_DEFAULT_REGION",
+            "AWS_RETRY_MODE", "AWS_MAX_ATTEMPTS")
+# botocore's own retries for every S3 client the pipeline makes (pipeline.retries)
+ADAPTIVE = {"retries": {"mode": "adaptive", "total_max_attempts": 5}}
 
 
 @pytest.fixture
@@ -66,6 +69,7 @@ def test_options_from_config_take_precedence_over_env(clean_env) -> None:
     assert storage_options_from(None) == {
         "key": "env-key", "secret": "env-secret",
         "client_kwargs": {"endpoint_url": "http://127.0.0.1:2", "region_name": "eu-west-1"},
+        "config_kwargs": ADAPTIVE,
     }
     cfg = S3Options(endpoint_url="http://127.0.0.1:3", key="cfg-key", secret="cfg-secret")
     opts = storage_options_from(cfg)
@@ -78,7 +82,8 @@ def test_options_from_config_take_precedence_over_env(clean_env) -> None:
 
 def test_no_region_unless_asked(clean_env) -> None:
     opts = storage_options_from(S3Options(endpoint_url="http://127.0.0.1:9"))
-    assert opts == {"client_kwargs": {"endpoint_url": "http://127.0.0.1:9"}}
+    assert opts == {"client_kwargs": {"endpoint_url": "http://127.0.0.1:9"},
+                    "config_kwargs": ADAPTIVE}
 
 
 def test_credentials_never_in_reprs(clean_env) -> None:

@@ -1,229 +1,89 @@
-"""A pool of Ray actors, each holding one model, fed by a bounded ``ray.wait`` loop.
+"""An elastic pool of Ray actors, one model each, fed by a bounded ``ray.wait`` loop.
 
-- One model per actor, loaded once. With GPUs in the cluster each actor requests
-  ``num_gpus=1`` (Ray pins it via ``CUDA_VISIBLE_DEVICES``, the model lands on ``cuda:0`` of
-  what it sees); without, CPU actors request ``threads_per_actor`` CPUs and run that many torch
-  threads.
-- Only references travel: a batch is a :class:`SceneJob` + unit boxes; the actor reads its
-  windows, infers, and writes the cores itself, returning counts and timings.
-- Backpressure: at most ``max_in_flight_per_actor`` batches per actor are submitted; the batch
+- **Shape.** With GPUs each actor requests ``num_gpus=1`` (Ray pins it through
+  ``CUDA_VISIBLE_DEVICES``; the model lands on ``cuda:0`` of what it sees); without, CPU
+  actors request ``threads_per_actor`` CPUs (:mod:`~pipeline.execute.capacity`).
+- **Growth and demand.** The pool keeps ``max_actors`` actors requested (default: as many as
+  the nodes hold, re-read every :data:`POLL_S`). Actors the cluster cannot place yet stay
+  *pending*, and pending actors are how the pool asks an autoscaler for nodes: Ray reports
+  them as resource demand, each one starts the moment a node with room joins (no polling
+  race), and killing them withdraws exactly that demand. ``ray.autoscaler.sdk.
+  request_resources`` was the alternative; it sets a standing floor that outlives the run
+  unless cleared, keeps nodes from scaling down, and still needs actors created to use them.
+- **Draining.** Once no batch is left to hand out, pending actors are killed: no demand stays
+  behind, so the autoscaler gives the nodes back.
+- **Loss.** Actors are created with ``max_restarts=0``: a restart on a lost node would wait
+  for capacity that may never return, with the batches queued on it. Instead, when an actor
+  dies, every batch it held goes back to the front of the queue and runs on live actors at
+  once; replacement actors are requested and join when capacity returns. Writes are
+  idempotent (one writer per chunk, same bytes), so a batch run twice is harmless. Only when
+  no actor is alive for ``no_actor_timeout_s`` does the run stop (:class:`PoolLostError`).
+- **Backpressure.** At most ``max_in_flight_per_actor`` batches per live actor; the batch
   stream is pulled lazily, so driver memory and the object store stay flat for any plan size.
-- Actors are threaded (``max_concurrency``): while one call holds the model, the next one
-  reads its windows, so decode overlaps compute.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
+import dataclasses
+import logging
 import os
-import resource
-import sys
+import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
-from dataclasses import dataclass
 from typing import Any, Literal
 
-from pipeline.errors import ConfigError, PipelineError
-from pipeline.execute._core import (
+from pipeline.errors import PipelineError, PoolLostError
+from pipeline.execute._pool_messages import (
+    failed_result,
+    loss_reason,
+    lost_message,
+    no_start_error,
+    short,
+)
+from pipeline.execute._slots import RetryingFinalize, Slot, WorkQueue
+from pipeline.execute.actor import ACTOR_ENV, ModelActor
+from pipeline.execute.capacity import PoolSpec, alive_nodes, pool_spec
+from pipeline.execute.protocol import (
+    ActorStats,
     Batch,
     BatchResult,
     FinalizeResult,
     ModelInfo,
+    PoolEvent,
+    PoolStatus,
     Predictor,
     SceneJob,
     SegmenterLoader,
-    WindowProcessor,
     WorkerInfo,
 )
 
-__all__ = ["PoolSpec", "RayExecutor", "pool_spec", "ray_session"]
+__all__ = ["POLL_S", "RayExecutor"]
 
-# Extra actor thread beyond the in-flight batches, so a scene's finalize call is not queued
-# behind a full pipeline of batches.
-_FINALIZE_SLOTS = 1
-# glibc gives every thread of a threaded actor its own malloc arena; the model's large,
-# short-lived tensors then fragment them and actor RSS creeps up with the number of windows.
-# Two arenas: measured -25 % peak actor RSS (HGN, 1280^2 windows) and no growth from 1x to 4x.
-_ACTOR_ENV = {"MALLOC_ARENA_MAX": "2"}
-# Ray's "no multi-node cluster" switch: node address 127.0.0.1, every port bound to loopback.
-_LOCAL_ONLY_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+log = logging.getLogger(__name__)
 
-
-@dataclass(frozen=True)
-class PoolSpec:
-    """How many model actors, and what each requests from Ray."""
-
-    num_actors: int
-    num_cpus: float
-    num_gpus: float
-    threads: int
-
-    @property
-    def uses_gpu(self) -> bool:
-        return self.num_gpus > 0
-
-
-def pool_spec(
-    resources: dict[str, float],
-    *,
-    num_actors: int | None = None,
-    threads: int = 1,
-    use_gpu: Literal["auto"] | bool = "auto",
-    cpus_per_gpu_actor: float = 1.0,
-    reserve_cpus: float = 0.0,
-    read_path: str = "actor",
-) -> PoolSpec:
-    """Size the pool from the cluster's resources (``ray.cluster_resources()``) and config.
-
-    GPU actors: one per GPU unless ``num_actors`` says otherwise. CPU actors:
-    ``(CPUs - reserve_cpus) // threads`` (at least 1). With ``read_path="dask"`` reads run as
-    Ray tasks, which need a CPU the actors do not hold, or dask-on-ray waits forever.
-    """
-    cpus, gpus = float(resources.get("CPU", 0)), float(resources.get("GPU", 0))
-    if use_gpu is True and gpus < 1:
-        raise ConfigError(
-            f"use_gpu: true but the cluster advertises {gpus:g} GPUs: start Ray with GPUs "
-            "or set use_gpu: auto to fall back to CPU actors"
-        )
-    if use_gpu is not False and gpus >= 1:
-        n = num_actors or int(gpus)
-        spec = PoolSpec(n, cpus_per_gpu_actor, 1.0, threads)
-    else:
-        n = num_actors or max(1, int((cpus - reserve_cpus) // threads))
-        spec = PoolSpec(n, float(threads), 0.0, threads)
-    if read_path == "dask" and cpus - spec.num_actors * spec.num_cpus < 1:
-        raise ConfigError(
-            f"read_path: dask runs window reads as Ray tasks needing a free CPU, but "
-            f"{spec.num_actors} actors x {spec.num_cpus:g} CPUs hold all {cpus:g} cluster CPUs "
-            "(dask-on-ray would hang): set reserve_cpus: 1, or lower num_actors / "
-            "threads_per_actor"
-        )
-    return spec
-
-
-@contextlib.contextmanager
-def ray_session(
-    address: str | None = None, *, num_cpus: int | None = None, num_gpus: int | None = None
-) -> Iterator[bool]:
-    """Connect to Ray for the duration of the block; yields True if this call started it.
-
-    ``address=None`` starts a private local Ray on 127.0.0.1 (no dashboard) and stops it at
-    the end, unless ``RAY_ADDRESS`` is set (as inside ``ray job submit``): then that cluster is
-    joined. "auto", "HOST:PORT" or "ray://HOST:PORT" connect to an existing cluster (left
-    running). An already-initialised Ray is reused as is.
-    """
-    address = address or os.environ.get("RAY_ADDRESS") or None
-    if address is None and "ray" not in sys.modules:
-        # Ray resolves a 127.0.0.1 node address to the host's reachable IP, then binds GCS,
-        # raylet and the dashboard head's metrics endpoint on every interface. Its
-        # single-machine switch (meant for macOS/Windows, read when ray is imported) keeps a
-        # private local Ray on loopback; a process that imported ray already keeps the default.
-        os.environ.setdefault(_LOCAL_ONLY_ENV, "0")
-    import ray
-
-    if ray.is_initialized():
-        yield False
-        return
-    if address is None:
-        ray.init(
-            address="local",
-            num_cpus=num_cpus,
-            num_gpus=num_gpus,
-            include_dashboard=False,
-            _node_ip_address="127.0.0.1",
-            log_to_driver=False,
-            configure_logging=False,
-        )
-    else:
-        try:
-            ray.init(address=address, log_to_driver=False, configure_logging=False)
-        except ConnectionError as e:
-            raise ConfigError(
-                f"--address {address!r}: no Ray cluster answers there ({e}); start one with "
-                "`ray start --head --node-ip-address=127.0.0.1` or omit --address for a "
-                "local Ray"
-            ) from None
-    try:
-        yield True
-    finally:
-        ray.shutdown()
-
-
-def _load_malloc_trim() -> Any:
-    try:
-        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
-    except (OSError, AttributeError):  # not glibc (musl, macOS): nothing to trim
-        return None
-
-
-_MALLOC_TRIM = _load_malloc_trim()
-
-
-def _release_free_memory() -> None:
-    """Hand freed heap pages back to the OS after a batch (glibc keeps them otherwise).
-
-    A window's activations are hundreds of MB of short-lived tensors; without this an actor's
-    RSS ratchets up with every odd-sized window. Costs ~ms per batch.
-    """
-    if _MALLOC_TRIM is not None:
-        _MALLOC_TRIM(0)
-
-
-class _ModelActor:
-    """Body of a pool actor (wrapped with ``ray.remote`` by :class:`RayExecutor`)."""
-
-    def __init__(
-        self,
-        loader: Callable[..., Predictor],
-        threads: int,
-        io_retries: int,
-        io_backoff_s: float,
-        read_path: str,
-    ) -> None:
-        scheduler: Any = "sync"
-        if read_path == "dask":
-            from ray.util.dask import ray_dask_get
-
-            scheduler = ray_dask_get
-        # device "auto": cuda:0 of this actor's CUDA_VISIBLE_DEVICES, else the CPU.
-        model = loader("auto", threads)
-        # Import the I/O stack now (zarr, codecs, fsspec: ~1-2 s), not on the first window.
-        import pipeline.io.omezarr
-        import pipeline.io.readers  # noqa: F401
-        self.proc = WindowProcessor(
-            model, io_retries=io_retries, io_backoff_s=io_backoff_s, dask_scheduler=scheduler
-        )
-
-    def ready(self) -> WorkerInfo:
-        import ray
-
-        ctx = ray.get_runtime_context()
-        gpu_ids = tuple(str(g) for g in ctx.get_accelerator_ids().get("GPU", []))
-        return WorkerInfo(
-            pid=os.getpid(),
-            node=ctx.get_node_id(),
-            gpu_ids=gpu_ids,
-            cuda_visible_devices=os.environ.get("CUDA_VISIBLE_DEVICES"),
-            model=self.proc.info,
-        )
-
-    def process(self, batch: Batch) -> BatchResult:
-        try:
-            return self.proc.process(batch)
-        finally:
-            _release_free_memory()
-
-    def finalize(self, job: SceneJob, extra_attrs: dict[str, Any]) -> FinalizeResult:
-        return self.proc.finalize(job, extra_attrs)
-
-    def peak_rss_bytes(self) -> int:
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+# How often the pool re-reads the cluster's nodes while it waits: a node that joins gets its
+# actor within about this long (pending actors start at once anyway); each poll is ~1 ms of GCS.
+POLL_S = 1.0
+# Once one actor is ready, start() waits this long (or as long as the first took) for the
+# others the nodes hold, so a fixed cluster starts whole; later ones join the running pool.
+START_GRACE_S = 10.0
+# Actor threads beyond the in-flight batches: a scene's finalize and a ready()/stats call are
+# never queued behind a full pipeline of batches.
+_SPARE_SLOTS = 2
+# RayExecutor argument -> RunConfig field.
+_CONFIG_FIELDS = {
+    "max_actors": "max_actors", "threads": "threads_per_actor", "use_gpu": "use_gpu",
+    "cpus_per_gpu_actor": "cpus_per_gpu_actor", "read_path": "read_path",
+    "max_in_flight_per_actor": "max_in_flight_per_actor", "overlap": "overlap_io",
+    "actor_max_restarts": "actor_max_restarts", "task_max_retries": "task_max_retries",
+    "io_retries": "io_retries", "io_backoff_s": "io_backoff_s",
+    "start_timeout_s": "actor_start_timeout_s", "no_actor_timeout_s": "no_actor_timeout_s",
+}  # fmt: skip
 
 
 class RayExecutor:
-    """Executor over a pool of model actors on the connected Ray cluster.
+    """Executor over an elastic pool of model actors on the connected Ray cluster.
 
     Build with :meth:`from_config` or explicitly; ``loader(device, threads)`` must be
     picklable (the default loads ``Segmenter.from_checkpoint(checkpoint)``).
@@ -233,72 +93,108 @@ class RayExecutor:
         self,
         loader: Callable[..., Predictor] | str,
         *,
-        num_actors: int | None = None,
+        max_actors: int | None = None,
         threads: int = 1,
         use_gpu: Literal["auto"] | bool = "auto",
         cpus_per_gpu_actor: float = 1.0,
         reserve_cpus: float = 0.0,
         max_in_flight_per_actor: int = 2,
         read_path: str = "actor",
+        overlap: bool = True,
         actor_max_restarts: int = 2,
         task_max_retries: int = 2,
         io_retries: int = 3,
         io_backoff_s: float = 0.5,
         start_timeout_s: float = 300.0,
+        no_actor_timeout_s: float = 600.0,
     ) -> None:
         self.loader = SegmenterLoader(loader) if isinstance(loader, str) else loader
-        self.num_actors, self.threads, self.use_gpu = num_actors, threads, use_gpu
+        self.max_actors, self.threads, self.use_gpu = max_actors, threads, use_gpu
         self.cpus_per_gpu_actor, self.reserve_cpus = cpus_per_gpu_actor, reserve_cpus
         self.max_in_flight = max_in_flight_per_actor
-        self.read_path = read_path
+        self.read_path, self.overlap = read_path, overlap
         self.actor_max_restarts, self.task_max_retries = actor_max_restarts, task_max_retries
         self.io_retries, self.io_backoff_s = io_retries, io_backoff_s
-        self.start_timeout_s = start_timeout_s
+        self.start_timeout_s, self.no_actor_timeout_s = start_timeout_s, no_actor_timeout_s
+        self.listener: Callable[[PoolEvent], None] | None = None
         self.spec: PoolSpec | None = None
-        self.actors: list[Any] = []
-        self.workers: list[WorkerInfo] = []
-        self._alive: list[bool] = []
-        self._next_finalize = 0
+        self._actor_cls: Any = None
+        self._slots: list[Slot] = []
+        self._serial = 0
+        self._model: ModelInfo | None = None
+        self._nodes: list[dict[str, float]] = []
+        self._target = 0
+        self._polled = 0.0
+        self._reset_run()
+        self._finalizer = RetryingFinalize(self._live)
 
     @classmethod
     def from_config(cls, cfg: Any, loader: Callable[..., Predictor] | None = None) -> RayExecutor:
         """From a :class:`~pipeline.config.RunConfig`."""
         return cls(
             loader if loader is not None else SegmenterLoader(cfg.checkpoint),
-            num_actors=cfg.num_actors,
-            threads=cfg.threads_per_actor,
-            use_gpu=cfg.use_gpu,
-            cpus_per_gpu_actor=cfg.cpus_per_gpu_actor,
             reserve_cpus=cfg.effective_reserve_cpus,
-            max_in_flight_per_actor=cfg.max_in_flight_per_actor,
-            read_path=cfg.read_path,
-            actor_max_restarts=cfg.actor_max_restarts,
-            task_max_retries=cfg.task_max_retries,
-            io_retries=cfg.io_retries,
-            io_backoff_s=cfg.io_backoff_s,
-            start_timeout_s=cfg.actor_start_timeout_s,
+            **{arg: getattr(cfg, name) for arg, name in _CONFIG_FIELDS.items()},
         )
 
+    # --- views ---------------------------------------------------------------------------
     @property
     def model(self) -> ModelInfo:
-        if not self.workers:
+        if self._model is None:
             raise RuntimeError("RayExecutor.model read before start(); use it as a context manager")
-        return self.workers[0].model
+        return self._model
 
+    @property
+    def workers(self) -> list[WorkerInfo]:
+        """The live actors' :class:`WorkerInfo` (where each model runs)."""
+        return [s.info for s in self._live() if s.info is not None]
+
+    def _live(self) -> list[Slot]:
+        return [s for s in self._slots if s.state == "live"]
+
+    def _pending(self) -> list[Slot]:
+        return [s for s in self._slots if s.state == "pending"]
+
+    def pool_status(self) -> PoolStatus:
+        run = self._run_slots()
+        return PoolStatus(
+            live=len(self._live()),
+            pending=len(self._pending()),
+            joined=sum(s.joined for s in run),
+            lost=sum(s.state == "lost" for s in run),
+            units_redone=self._units_redone,
+        )
+
+    def actor_stats(self) -> list[ActorStats]:
+        return [s.stats() for s in self._run_slots()]
+
+    def redone_batches(self) -> set[str]:
+        """Keys (:attr:`Batch.key`) of the batches sent again in this run after a loss."""
+        return set(self._losses)
+
+    def _run_slots(self) -> list[Slot]:
+        return [s for s in self._slots if s.info is not None]
+
+    # --- start -----------------------------------------------------------------------------
     def start(self) -> list[WorkerInfo]:
-        """Create the actors and wait until each has loaded its model."""
+        """Request the pool and wait until every actor the nodes hold now has its model.
+
+        At least one actor must start within ``start_timeout_s``; actors beyond what the nodes
+        hold stay pending (autoscaler demand) and join the pool when they start.
+        """
         import ray
 
-        if self.actors:
+        if self._live() or self._pending():
             return self.workers
         if not ray.is_initialized():
             raise PipelineError(
                 "RayExecutor needs a connected Ray: call ray.init() or use "
                 "pipeline.execute.ray_session() first"
             )
+        self._nodes = alive_nodes()
         spec = pool_spec(
-            ray.cluster_resources(),
-            num_actors=self.num_actors,
+            self._nodes,
+            max_actors=self.max_actors,
             threads=self.threads,
             use_gpu=self.use_gpu,
             cpus_per_gpu_actor=self.cpus_per_gpu_actor,
@@ -306,128 +202,292 @@ class RayExecutor:
             read_path=self.read_path,
         )
         self.spec = spec
-        actor_cls = ray.remote(_ModelActor).options(
+        self._actor_cls = ray.remote(ModelActor).options(
             num_cpus=spec.num_cpus,
             num_gpus=spec.num_gpus,
-            max_concurrency=self.max_in_flight + _FINALIZE_SLOTS,
-            max_restarts=self.actor_max_restarts,
-            max_task_retries=self.task_max_retries,
-            runtime_env={"env_vars": {k: os.environ.get(k, v) for k, v in _ACTOR_ENV.items()}},
+            max_concurrency=self.max_in_flight + _SPARE_SLOTS,
+            max_restarts=0,  # the pool replaces lost actors itself (module docstring)
+            max_task_retries=0,
+            runtime_env={"env_vars": {k: os.environ.get(k, v) for k, v in ACTOR_ENV.items()}},
         )
-        self.actors = [
-            actor_cls.remote(
-                self.loader, spec.threads, self.io_retries, self.io_backoff_s, self.read_path
-            )
-            for _ in range(spec.num_actors)
-        ]
-        self._alive = [True] * spec.num_actors
-        refs = [a.ready.remote() for a in self.actors]
-        ready, _ = ray.wait(refs, num_returns=len(refs), timeout=self.start_timeout_s)
-        if len(ready) < len(refs):
+        self._target, self._polled = spec.target(self._nodes), time.monotonic()
+        self._create(self._target)
+        wait_for = max(1, min(self._target, spec.fit(self._nodes)))
+        t0 = time.monotonic()
+        deadline, first = t0 + self.start_timeout_s, None
+        while len(self._live()) < wait_for and time.monotonic() < deadline:
+            if self._init_error or not self._pending():
+                break
+            if self._live() and first is None:  # the rest get a grace period, then join later
+                first = time.monotonic()
+                deadline = min(deadline, first + max(START_GRACE_S, first - t0))
+            for _ in self._wait(WorkQueue(()), min(POLL_S, deadline - time.monotonic())):
+                pass  # only actors starting: no batch results here
+            self._replace_start_failures()
+        if not self._live():
+            error = self._no_start_error()
             self.close()
-            need = (
-                f"num_gpus=1 and {spec.num_cpus:g} CPUs"
-                if spec.uses_gpu
-                else (f"{spec.num_cpus:g} CPUs")
-            )
-            raise PipelineError(
-                f"{len(ready)}/{len(refs)} model actors started after {self.start_timeout_s:g} s: "
-                f"does the cluster have room for {len(refs)} actors with {need} each "
-                f"(it advertises {ray.cluster_resources()})? Lower num_actors or "
-                "threads_per_actor, or raise actor_start_timeout_s for slow model loads"
-            )
-        try:
-            self.workers = ray.get(refs)
-        except Exception as e:
-            self.close()
-            raise PipelineError(f"a model actor failed to load its model: {e}") from None
+            raise error
         return self.workers
 
-    def _pick(self, load: list[int]) -> int | None:
-        best = None
-        for i, n in enumerate(load):
-            if self._alive[i] and n < self.max_in_flight and (best is None or n < load[best]):
-                best = i
-        return best
+    def _create(self, n: int) -> None:
+        for _ in range(n):
+            self._serial += 1
+            handle = self._actor_cls.remote(
+                self.loader,
+                self.spec.threads,
+                self.io_retries,
+                self.io_backoff_s,
+                self.read_path,
+                self.overlap,
+            )
+            self._slots.append(Slot(self._serial, handle, handle.ready.remote()))
+
+    def _may_create(self) -> bool:
+        budget = self.actor_max_restarts * max(1, self._target)
+        return self._init_error is None and self._start_failures <= budget
+
+    def _no_start_error(self) -> PipelineError:
+        return no_start_error(self.spec, self.use_gpu, self.start_timeout_s, self._target,
+                              self._init_error, self._start_failures, self._last_loss)
+
+    def _replace_start_failures(self) -> None:
+        missing = self._target - len(self._live()) - len(self._pending())
+        if missing > 0 and self._may_create() and self._start_failures:
+            self._create(missing)
+
+    # --- the loop --------------------------------------------------------------------------
+    def _reset_run(self) -> None:
+        self._losses: dict[str, int] = {}
+        self._where: dict[Any, Slot] = {}
+        self._units_redone = 0
+        self._start_failures = 0
+        self._init_error: str | None = None
+        self._last_loss: str | None = None
+        self._no_actor_since: float | None = None
+        self._running = False
+
+    def _begin_run(self) -> None:
+        self._slots = [s for s in self._slots if s.state in ("live", "pending")]
+        self._reset_run()
+        for s in self._live():
+            s.new_run()
+        self._running = True
 
     def map(self, batches: Iterable[Batch]) -> Iterator[BatchResult]:
-        """Submit lazily, at most ``max_in_flight_per_actor`` per actor; yield as they finish."""
+        """Hand batches to live actors (at most ``max_in_flight_per_actor`` each); yield results.
+
+        Grows, shrinks and heals the pool while it runs (module docstring).
+        """
+        if not (self._live() or self._pending()):
+            raise RuntimeError("RayExecutor.map() before start(); use it as a context manager")
+        self._begin_run()
+        work = WorkQueue(batches)
+        try:
+            while True:
+                yield from self._maintain(work)
+                self._dispatch(work)
+                if not self._where and not work.has_more():
+                    return
+                yield from self._wait(work, timeout=POLL_S)
+        finally:
+            self._running = False
+            for s in self._pending():  # nothing left to hand out: withdraw the demand
+                self._drop(s)
+
+    def _maintain(self, work: WorkQueue) -> list[BatchResult]:
+        """Follow the nodes: add or withdraw actors; stop when none has been alive too long.
+
+        Returns the results of batches that failed because their actor was lost once too often.
+        """
+        now = time.monotonic()
+        failed: list[BatchResult] = []
+        if now - self._polled >= POLL_S:
+            failed = self._poll(work)
+        live, pending = self._live(), self._pending()
+        wanted = self._target if work.has_more() else 0
+        for s in pending[max(0, wanted - len(live)) :]:
+            self._drop(s)
+        missing = wanted - len(live) - len(self._pending())
+        if missing > 0 and self._may_create():
+            self._create(missing)
+        if live or not work.has_more():
+            self._no_actor_since = None
+            return failed
+        if not self._pending():
+            raise self._no_start_error()
+        self._no_actor_since = self._no_actor_since or now
+        if now - self._no_actor_since > self.no_actor_timeout_s:
+            lost = sum(sl.state == "lost" for sl in self._run_slots())
+            raise PoolLostError(lost_message(self.spec, self.no_actor_timeout_s, lost,
+                                             self._last_loss, len(self._pending()), self._nodes))
+        return failed
+
+    def _poll(self, work: WorkQueue) -> list[BatchResult]:
+        """Re-read the nodes: the target follows them, and actors of dead nodes are lost now
+        (an idle actor would otherwise look live until its next batch fails)."""
+        import ray
+
+        nodes = ray.nodes()
+        self._nodes = [dict(n["Resources"]) for n in nodes if n.get("Alive")]
+        alive = {n["NodeID"] for n in nodes if n.get("Alive")}
+        self._target, self._polled = self.spec.target(self._nodes), time.monotonic()
+        failed: list[BatchResult] = []
+        for s in self._live():
+            if s.node not in alive:
+                failed += self._lose(s, None, "its node died", work)
+        return failed
+
+    def _dispatch(self, work: WorkQueue) -> None:
+        while True:
+            free = [s for s in self._live() if len(s.inflight) < self.max_in_flight]
+            if not free:
+                return
+            slot = min(free, key=lambda s: len(s.inflight))
+            batch = work.pop()
+            if batch is None:
+                return
+            ref = slot.handle.process.remote(batch)
+            slot.inflight[ref] = batch
+            self._where[ref] = slot
+
+    def _wait(self, work: WorkQueue, timeout: float) -> Iterator[BatchResult]:
+        import ray
+
+        starting = {s.ready_ref: s for s in self._pending()}
+        refs = [*self._where, *starting]
+        if not refs:
+            time.sleep(max(timeout, 0.0))
+            return
+        ready, _ = ray.wait(refs, num_returns=1, timeout=max(timeout, 0.0))
+        if ready:  # take everything that is done, not one result per loop
+            ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
+        for ref in ready:
+            if ref in starting:
+                self._on_ready(starting[ref])
+            elif ref in self._where:
+                yield from self._on_result(ref, work)
+
+    def _on_ready(self, slot: Slot) -> None:
         import ray
         from ray.exceptions import RayActorError
 
-        if not self.actors:
-            raise RuntimeError("RayExecutor.map() before start(); use it as a context manager")
-        source = iter(batches)
-        load = [0] * len(self.actors)
-        inflight: dict[Any, tuple[int, Batch]] = {}
-        exhausted = False
+        try:
+            info = ray.get(slot.ready_ref)
+        except RayActorError as e:
+            slot.end("lost", short(e))
+            self._slots.remove(slot)
+            self._last_loss = short(e)
+            if e.actor_init_failed:  # the model cannot load here: a new actor would not either
+                self._init_error = short(e)
+            else:
+                self._start_failures += 1
+            log.warning("%s died while starting: %s", slot.name, short(e))
+            return
+        slot.became_live(info, joined=self._running)
+        if self._model is None:
+            self._model = info.model
+        if self._running:
+            gpus = f" (GPU {', '.join(info.gpu_ids)})" if info.gpu_ids else ""
+            self._emit("joined", slot, f"{slot.name} joined on node {info.node[:12]}{gpus}")
 
-        def refill() -> None:
-            nonlocal exhausted
-            while not exhausted:
-                i = self._pick(load)
-                if i is None:
-                    return
-                batch = next(source, None)
-                if batch is None:
-                    exhausted = True
-                    return
-                inflight[self.actors[i].process.remote(batch)] = (i, batch)
-                load[i] += 1
+    def _on_result(self, ref: Any, work: WorkQueue) -> Iterator[BatchResult]:
+        import ray
+        from ray.exceptions import RayActorError
 
-        refill()
-        while inflight:
-            (ref,), _ = ray.wait(list(inflight), num_returns=1)
-            i, batch = inflight.pop(ref)
-            load[i] -= 1
-            try:
-                result = ray.get(ref)
-            except RayActorError as e:
-                # Retries and restarts are exhausted: this actor is gone for good.
-                self._alive[i] = False
-                result = _failed(batch, f"model actor {i} died: {_short(e)}")
-            except Exception as e:
-                result = _failed(batch, f"batch failed on actor {i}: {_short(e)}")
-            yield result  # the consumer may mark a scene failed before we pull more
-            if not any(self._alive):
-                for j, b in inflight.values():
-                    yield _failed(b, f"model actor {j} died")
-                raise PipelineError(
-                    "every model actor died (see the scene errors in the manifest): the model "
-                    "may not fit in memory; lower batch_size, chunk or unit_chunks"
+        slot = self._where.pop(ref)
+        batch = slot.inflight.pop(ref)
+        try:
+            res: BatchResult = ray.get(ref)
+        except RayActorError as e:
+            yield from self._lose(slot, batch, loss_reason(slot, e), work)
+            return
+        except Exception as e:  # the call itself raised: a bug, reported on the scene
+            res = failed_result(batch, f"batch failed on {slot.name}: {short(e)}")
+        slot.units += len(res.done)
+        slot.batches += 1
+        slot.busy_s += res.infer_s
+        yield dataclasses.replace(res, actor=slot.info.actor_id if slot.info else "")
+
+    def _lose(
+        self, slot: Slot, batch: Batch | None, reason: str, work: WorkQueue
+    ) -> list[BatchResult]:
+        """``slot`` died: its batches go back to the front of the queue (or fail, if cursed)."""
+        batches = ([batch] if batch is not None else []) + list(slot.inflight.values())
+        for ref in slot.inflight:
+            self._where.pop(ref, None)
+        slot.inflight.clear()
+        slot.end("lost", reason)
+        self._last_loss = f"{slot.name} on node {slot.node[:12]}: {reason}"
+        with contextlib.suppress(Exception):
+            import ray
+
+            ray.kill(slot.handle, no_restart=True)
+        again, failed = [], []
+        for b in batches:
+            n = self._losses[b.key] = self._losses.get(b.key, 0) + 1
+            if n > self.task_max_retries:
+                failed.append(
+                    failed_result(
+                        b,
+                        f"batch {b.key} ({len(b.units)} units) was lost with {n} model actors "
+                        f"(last: {reason}): it may be what kills them (out of memory?); lower "
+                        "batch_size, chunk or unit_chunks, or raise task_max_retries",
+                    )
                 )
-            refill()
+            else:
+                again.append(b)
+        work.requeue(again)
+        units = sum(len(b.units) for b in again)
+        self._units_redone += units
+        self._emit(
+            "lost",
+            slot,
+            f"{slot.name} on node {slot.node[:12]} lost ({reason}); {len(again)} batch(es), "
+            f"{units} unit(s) back in the queue; {len(self._live())} actor(s) live",
+        )
+        return failed
 
-    def finalize(self, job: SceneJob, extra_attrs: dict[str, Any]) -> Future[FinalizeResult]:
-        """Run the scene's pyramid/metadata step on an actor (its CPUs, not the driver's)."""
-        alive = [i for i, ok in enumerate(self._alive) if ok]
-        if not alive:
-            fut: Future[FinalizeResult] = Future()
-            fut.set_result(FinalizeResult(job.scene_id, 0.0, "no model actor alive to finalize"))
-            return fut
-        i = alive[self._next_finalize % len(alive)]
-        self._next_finalize += 1
-        return self.actors[i].finalize.remote(job, extra_attrs).future()
-
-    def peak_rss_bytes(self) -> dict[int, int]:
-        """Peak RSS per actor process (pid -> bytes)."""
+    def _drop(self, slot: Slot) -> None:
+        """Kill an actor that never started (its demand is withdrawn)."""
         import ray
 
-        live = [
-            (w.pid, a)
-            for w, a, ok in zip(self.workers, self.actors, self._alive, strict=True)
-            if ok
-        ]
-        values = ray.get([a.peak_rss_bytes.remote() for _, a in live])
+        with contextlib.suppress(Exception):
+            ray.kill(slot.handle, no_restart=True)
+        if slot in self._slots:
+            self._slots.remove(slot)
+
+    def _emit(self, kind: str, slot: Slot, message: str) -> None:
+        # The run's listener shows it to the user; without one, a loss is worth a warning.
+        level = logging.INFO if kind == "joined" or self.listener else logging.WARNING
+        log.log(level, message)
+        if self.listener is not None:
+            actor_id = slot.info.actor_id if slot.info else ""
+            self.listener(PoolEvent(kind, actor_id, message))
+
+    # --- finalize, stats, close -------------------------------------------------------------
+    def finalize(self, job: SceneJob, extra_attrs: dict[str, Any]) -> Future[FinalizeResult]:
+        """Run the scene's pyramid/metadata step on a live actor (another if that one dies)."""
+        return self._finalizer(job, extra_attrs)
+
+    def peak_rss_bytes(self) -> dict[int, int]:
+        """Peak RSS per live actor process (pid -> bytes)."""
+        import ray
+
+        live = [(s.info.pid, s.handle) for s in self._live() if s.info is not None]
+        values = ray.get([h.peak_rss_bytes.remote() for _, h in live])
         return {pid: v for (pid, _), v in zip(live, values, strict=True)}
 
     def close(self) -> None:
         import ray
 
-        for a in self.actors:
+        for s in self._slots:
             with contextlib.suppress(Exception):
-                ray.kill(a, no_restart=True)
-        self.actors, self._alive = [], []
+                ray.kill(s.handle, no_restart=True)
+            if s.state == "live":
+                s.end("stopped")
+        self._slots = [s for s in self._slots if s.info is not None]
+        self._where = {}
 
     def __enter__(self) -> RayExecutor:
         self.start()
@@ -435,17 +495,3 @@ class RayExecutor:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def _short(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {text[-1] if text else ''}"[:500]
-
-
-def _failed(batch: Batch, error: str) -> BatchResult:
-    return BatchResult(
-        scene_id=batch.job.scene_id,
-        done=(),
-        failed_units=tuple(u.unit_id for u in batch.units),
-        error=error,
-    )

@@ -56,7 +56,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from pipeline.errors import ConfigError, OutputError, WindowError
+from pipeline.errors import ConfigError, OutputError, OutputNotFoundError, WindowError
+from pipeline.integrity import Record, block_keys, digest_store
+from pipeline.names import check_scene_id
 from pipeline.storage import (
     StorageOptions,
     get_fs,
@@ -77,6 +79,7 @@ __all__ = [
     "STORE_SUFFIX",
     "SceneWriter",
     "crs_attrs",
+    "downsample_level",
     "georef_attrs",
     "mean_downsample",
     "mode_downsample",
@@ -99,21 +102,8 @@ def _now() -> str:
 
 
 def scene_store_url(output_url: str, scene_id: str) -> str:
-    """``<output>/<scene_id>.ome.zarr``; refuses ids that could escape the output root."""
-    if not isinstance(scene_id, str) or not scene_id.strip():
-        raise OutputError(f"scene id {scene_id!r} is empty; ids are archive-relative paths")
-    parts = scene_id.split("/")
-    if (
-        scene_id.startswith("/")
-        or "\\" in scene_id
-        or any(p in ("", ".", "..") for p in parts)
-        or any(ord(ch) < 32 for ch in scene_id)
-    ):
-        raise OutputError(
-            f"scene id {scene_id!r} is refused: it must be a relative path without '..', '.', "
-            "empty segments, backslashes or control characters (it would write outside the "
-            "output root)"
-        )
+    """``<output>/<scene_id>.ome.zarr``; refuses ids that break :mod:`pipeline.names`' rule."""
+    check_scene_id(scene_id, STORE_SUFFIX)
     return join_url(resolve_url(output_url), scene_id + STORE_SUFFIX)
 
 
@@ -273,8 +263,12 @@ def _open_array(url: str, path: str, options: Mapping[str, Any], mode: str = "r+
         if key in _ARRAYS:
             _ARRAYS.move_to_end(key)
             return _ARRAYS[key]
-    kwargs = {"storage_options": dict(options)} if is_remote(url) else {}
-    array = zarr.open_array(store=url, path=path, mode=mode, zarr_format=3, **kwargs)
+    if mode == "r":
+        kwargs = {"storage_options": dict(options)} if is_remote(url) else {}
+        array = zarr.open_array(store=url, path=path, mode=mode, zarr_format=3, **kwargs)
+    else:  # writes go through a store that records each stored chunk's checksum
+        array = zarr.open_array(store=digest_store(url, options), path=path, mode=mode,
+                                zarr_format=3)
     with _ARRAYS_LOCK:
         array = _ARRAYS.setdefault(key, array)
         while len(_ARRAYS) > MAX_OPEN_ARRAYS:
@@ -402,8 +396,10 @@ class SceneWriter:
                       georef: Georef | None, overwrite: bool) -> None:
         if not overwrite and self._exists():
             raise OutputError(
-                f"scene {self.scene_id!r}: {self.url} already exists; pass overwrite=True to "
-                "replace it or SceneWriter.open() to resume it"
+                f"scene {self.scene_id!r}: {self.url} already exists but the output's ledger "
+                "(_hgn/ledger) has no record of it (deleted, or written by another tool): rerun "
+                "with `--set overwrite=true` (config `overwrite: true`) to recompute and replace "
+                "it, or write to another --output"
             )
         shapes = _level_shapes(self.height, self.width, self.levels)
         geo0 = georef_attrs(georef, shapes[0]) if georef is not None else {}
@@ -457,7 +453,7 @@ class SceneWriter:
         try:
             attrs = dict(_open_group(url, storage_options or {}, mode="r").attrs)
         except FileNotFoundError:
-            raise OutputError(
+            raise OutputNotFoundError(
                 f"scene {scene_id!r}: no output store at {url}; create it with SceneWriter.create"
             ) from None
         except Exception as exc:
@@ -498,28 +494,29 @@ class SceneWriter:
         """A whole level as numpy (previews, tests); mind the size of level 0."""
         return np.asarray(self._array(layer, level, mode="r")[...])
 
-    def _array(self, layer: str, level: int, mode: str = "r+") -> Any:
+    def array_path(self, layer: str, level: int) -> str:
+        """Path of a layer's level array inside the store (also its chunks' key prefix)."""
         if layer == LABELS_LAYER:
-            path = f"labels/{LABELS_LAYER}/{level}"
-        elif layer == CONFIDENCE_LAYER and self.confidence:
-            path = str(level)
-        else:
-            raise ConfigError(
-                f"layer={layer!r}: this store has {self._layers()}"
-            )
-        return _open_array(self.url, path, self._options, mode)
+            return f"labels/{LABELS_LAYER}/{level}"
+        if layer == CONFIDENCE_LAYER and self.confidence:
+            return str(level)
+        raise ConfigError(f"layer={layer!r}: this store has {self._layers()}")
+
+    def _array(self, layer: str, level: int, mode: str = "r+") -> Any:
+        return _open_array(self.url, self.array_path(layer, level), self._options, mode)
 
     def _layers(self) -> list[str]:
         return [LABELS_LAYER] + ([CONFIDENCE_LAYER] if self.confidence else [])
 
     # -- writing
     def write_block(self, y0: int, x0: int, labels: np.ndarray,
-                    confidence: np.ndarray | None = None) -> None:
+                    confidence: np.ndarray | None = None) -> dict[str, Record]:
         """Write a chunk-aligned level-0 block (one or more whole chunks).
 
         ``y0``/``x0`` must be multiples of the chunk size and the block must span whole chunks
         (short only at the scene's bottom/right edge). ``confidence`` is required when the
-        store has a confidence layer and ignored otherwise.
+        store has a confidence layer and ignored otherwise. Returns the checksum record of
+        every chunk written, by store key (:mod:`pipeline.integrity`; None: nothing stored).
         """
         labels = np.asarray(labels)
         where = f"scene {self.scene_id!r}: block at y={y0}, x={x0}"
@@ -557,12 +554,18 @@ class SceneWriter:
                 f"{where}, size {h} x {w}: writing to {self.url} failed: {type(exc).__name__}: "
                 f"{redact(str(exc), self._options)}"
             ) from None
+        keys = [k for layer in self._layers()
+                for k in block_keys(self.array_path(layer, 0), self.chunk, y0, x0, h, w)]
+        return digest_store(self.url, self._options).take(keys)
 
-    def finalize(self, extra_attrs: Mapping[str, Any] | None = None) -> None:
+    def finalize(self, extra_attrs: Mapping[str, Any] | None = None) -> dict[str, Record]:
         """Build levels 1.. from level 0 and mark the store complete (idempotent).
 
         ``extra_attrs`` are merged into ``attrs["hgn"]`` (e.g. timings, finished time).
+        Returns the checksum record of every pyramid chunk written, by store key.
         """
+        pyramid = tuple(f"{self.array_path(layer, k)}/" for layer in self._layers()
+                        for k in range(1, self.levels))
         try:
             for layer, reduce in ((LABELS_LAYER, mode_downsample),
                                   (CONFIDENCE_LAYER, mean_downsample)):
@@ -578,6 +581,7 @@ class SceneWriter:
             hgn["status"] = "complete"
             root.attrs.update({"hgn": hgn})
             self.close()
+            return digest_store(self.url, self._options).take_prefix(pyramid)
         except (ConfigError, WindowError):
             raise
         except Exception as exc:
@@ -591,26 +595,30 @@ class SceneWriter:
         _forget_arrays(self.url)
 
     def _build_level(self, layer: str, level: int, reduce: Any) -> None:
-        """Level ``level`` from ``level - 1``, one aligned block of coarse chunks per task.
+        """Level ``level`` of ``layer`` from ``level - 1`` (see :func:`downsample_level`)."""
+        downsample_level(self._array(layer, level - 1, mode="r"), self._array(layer, level),
+                         reduce)
 
-        A task covers k x k coarse chunks (k so the block is about PYRAMID_BLOCK_PIXELS, at
-        least one chunk) and reads the 2x larger finer region: memory per task is bounded by
-        the chunk size, never by the scene size.
-        """
-        src = self._array(layer, level - 1, mode="r")
-        dst = self._array(layer, level)
-        sh, sw = src.shape
-        dh, dw = dst.shape
-        ch, cw = dst.chunks
-        k = max(1, math.isqrt(PYRAMID_BLOCK_PIXELS // (ch * cw)))
-        bh, bw = k * ch, k * cw
 
-        def one(origin: tuple[int, int]) -> None:
-            y, x = origin
-            block = np.asarray(src[2 * y:min(2 * (y + bh), sh), 2 * x:min(2 * (x + bw), sw)])
-            dst[y:min(y + bh, dh), x:min(x + bw, dw)] = reduce(block)
+def downsample_level(src: Any, dst: Any, reduce: Any) -> None:
+    """Fill array ``dst`` with ``reduce`` (2x2) of ``src``, one block of coarse chunks per task.
 
-        origins = [(y, x) for y in range(0, dh, bh) for x in range(0, dw, bw)]
-        with ThreadPoolExecutor(PYRAMID_WORKERS, thread_name_prefix="pyramid") as pool:
-            for _ in pool.map(one, origins):
-                pass
+    A task covers k x k coarse chunks (k so the block is about PYRAMID_BLOCK_PIXELS, at least
+    one chunk) and reads the 2x larger finer region: memory per task is bounded by the chunk
+    size, never by the scene size.
+    """
+    sh, sw = src.shape
+    dh, dw = dst.shape
+    ch, cw = dst.chunks
+    k = max(1, math.isqrt(PYRAMID_BLOCK_PIXELS // (ch * cw)))
+    bh, bw = k * ch, k * cw
+
+    def one(origin: tuple[int, int]) -> None:
+        y, x = origin
+        block = np.asarray(src[2 * y:min(2 * (y + bh), sh), 2 * x:min(2 * (x + bw), sw)])
+        dst[y:min(y + bh, dh), x:min(x + bw, dw)] = reduce(block)
+
+    origins = [(y, x) for y in range(0, dh, bh) for x in range(0, dw, bw)]
+    with ThreadPoolExecutor(PYRAMID_WORKERS, thread_name_prefix="pyramid") as pool:
+        for _ in pool.map(one, origins):
+            pass
