@@ -136,6 +136,22 @@ def test_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)
 
 
+def test_a_state_of_an_earlier_layout_is_refused_naming_the_file(fx, tmp_path: Path) -> None:
+    """Resuming it would restart the RNG streams and the EMA bank: refuse, say how to go on."""
+    from hgn_model.errors import CheckpointError
+
+    raw = yaml.safe_load(_inria_yaml(fx, tmp_path, steps=3, checkpoint_every=3).read_text())
+    cfg = validate_train_config({**raw, "output": str(tmp_path / "m")})
+    train(cfg, log=lambda m: None)
+    state = next((tmp_path / "m_train").glob("step_*.state.json"))
+    meta = json.loads(state.read_text())
+    meta.pop("ranks")  # as the first training-state layout wrote it
+    state.write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match=r"state\.json has no ranks.*without --resume"):
+        train(validate_train_config({**raw, "output": str(tmp_path / "m"), "steps": 5}),
+              log=lambda m: None, resume=True)
+
+
 def test_fine_tune_five_bands_from_a_three_band_checkpoint(fx, tmp_path: Path) -> None:
     base = validate_train_config({**TINY, "data": {"kind": "zarr", "root": str(fx["zarr"])},
                                   "steps": 2, "output": str(tmp_path / "rgb")})

@@ -27,8 +27,12 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from hgn_model.checkpoint import CheckpointConfig, save_checkpoint
+from hgn_model.errors import CheckpointError
 
 __all__ = ["RunStore", "flatten_optimizer", "unflatten_optimizer"]
+
+# What a resumable state records (an earlier layout lacks the per-rank RNG and EMA bank).
+_STATE_KEYS = ("optimizer", "scheduler", "best", "step", "ranks")
 
 _STEP = re.compile(r"step_(\d{8})\.state\.json$")
 
@@ -151,6 +155,13 @@ class RunStore:
         """(model state, state tensors, state JSON) of a saved step."""
         stem = f"step_{step:08d}"
         meta = json.loads(self._pull(f"{stem}.state.json").read_text())
+        missing = [k for k in _STATE_KEYS if k not in meta]
+        if missing:  # written by an earlier layout (before per-rank RNG and the EMA bank)
+            raise CheckpointError(
+                f"training state {self.url}/{stem}.state.json has no {', '.join(missing)}: it "
+                "was written by an earlier version of hgn_model and cannot be resumed exactly; "
+                "start over without --resume (or with another state_dir), or resume it with "
+                "that version")
         tensors = load_file(str(self._pull(f"{stem}.state.safetensors")))
         self._pull(f"{stem}.json")
         weights = load_file(str(self._pull(f"{stem}.safetensors")))
