@@ -107,12 +107,13 @@ def main() -> None:
     parser.add_argument("--skip-cost", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    result: dict = {"threads": 1, "repeats": args.repeats, "steps": args.quality_steps}
+    result: dict = {"threads": 1, "repeats": args.repeats}
     if not args.skip_cost:
         result["cost"] = cost(args.models, args.repeats)
         print(json.dumps({"cost": result["cost"]}), flush=True)
-    if args.quality_steps:
+    if args.quality_steps:  # "steps" goes with the quality rows it describes
         result["quality"] = quality(args.quality_steps, args.variants)
+        result["steps"] = args.quality_steps
     out = ROOT / "bench" / "results" / "recipe.json"
     prev = json.loads(out.read_text()) if out.exists() else {}
     out.write_text(json.dumps({**prev, **result}, indent=2) + "\n")
