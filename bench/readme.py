@@ -94,17 +94,55 @@ def render_faults(r: dict) -> str:
 
 def render_model(r: dict) -> str:
     rows = ["| model | params (M) | GMACs | CPU latency (s) | peak fwd mem (MiB) | mIoU excl. 0 "
-            "| mIoU all | thin IoU | context IoU |", "|---|---|---|---|---|---|---|---|---|"]
+            "| mIoU all | thin IoU | context IoU | plantation IoU | steps | crop / context "
+            "| train wall (min) |", "|" + "---|" * 13]
     for name, m in r["models"].items():
-        rows.append(f"| {name} | {m['params_m']} | {m['gmacs']} | {m['latency_s']:.2f} | "
-                    f"{m['peak_forward_mib']} | {m['miou_excl_0']} | {m['miou']} | "
-                    f"{m['thin_iou']} | {m['context_iou']} |")
-    lines = [f"_{r['size']}x{r['size']}, eval seeds {r['eval_seeds']}, {r['machine']}._",
-             "", *rows, "", "Targets (hgn vs baselines):", ""]
+        wall = m.get("train_seconds")
+        rows.append(
+            f"| {name} | {m['params_m']} | {m['gmacs']} | {m['latency_s']:.2f} | "
+            f"{m['peak_forward_mib']} | {m['miou_excl_0']} | {m['miou']} | {m['thin_iou']} | "
+            f"{m['context_iou']} | {m.get('plantation_iou')} | {m.get('train_steps')} | "
+            f"{m.get('train_crop')} / {m.get('train_context')} | "
+            f"{'-' if wall is None else round(wall / 60, 1)} |")
+    machines = sorted({m.get("train_machine") for m in r["models"].values()
+                       if m.get("train_machine")})
+    lines = [f"_{r['size']}x{r['size']}, eval seeds {r['eval_seeds']}, {r['machine']}; trained "
+             f"on {', '.join(machines) or 'n/a'}._", "", *rows, "", "Targets (held-out seeds):",
+             ""]
     for key, t in r.get("targets", {}).items():
         lines.append(f"- `{key}`: {t['value']} vs bound {t['bound']}: "
                      + ("**met**" if t["met"] else "**missed**"))
-    lines.append(f"- GPU fp16 images/s: {r.get('gpu_fp16_images_per_s')}")
+    if r.get("seed_spread"):
+        spread = ", ".join(f"{k} {v}" for k, v in r["seed_spread"].items())
+        lines.append(f"- seed-to-seed spread of hgn (|seed 0 - seed 1|): {spread}")
+    w = r.get("windowed")
+    if w:
+        lines.append(f"- windowed ({w['chunk']} + {w['halo']} halo) vs whole-scene hgn on "
+                     f"{w['size']}^2: label agreement {w['label_agreement']}, time ratio "
+                     f"{w['windowed_over_whole_time']} ({w['pixels_read_over_scene']}x the "
+                     "scene's pixels read)")
+    gpu = r.get("gpu")
+    lines.append(f"- GPU fp16/bf16: {gpu if isinstance(gpu, str) else json.dumps(gpu)}")
+    return "\n".join(lines)
+
+
+def render_recipe(r: dict) -> str:
+    lines = []
+    if r.get("cost"):
+        lines += [f"_Seconds per training step, {r.get('threads')} thread, median of "
+                  f"{r.get('repeats')}, data loading included._", "",
+                  "| model | format-1 recipe (2 x 512^2) | context recipe (2048^2 + 2 x 512^2) "
+                  "| ratio |", "|---|---|---|---|"]
+        for name, c in r["cost"].items():
+            lines.append(f"| {name} | {c['today_s']} | {c['recipe_s']} | {c['ratio']} |")
+    if r.get("quality"):
+        lines += ["", f"_HGN after {r.get('steps')} steps on 4 benchmark scenes, val seeds "
+                  "500/501 (IoU %); one choice switched back per row._", "",
+                  "| variant | val mIoU | excl. 0 | thin | context | plantation |",
+                  "|---|---|---|---|---|---|"]
+        for name, q in r["quality"].items():
+            lines.append(f"| {name} | {q['val_miou']} | {q['val_miou_excl_0']} | "
+                         f"{q['thin_iou']} | {q['context_iou']} | {q['plantation_iou']} |")
     return "\n".join(lines)
 
 
@@ -139,6 +177,7 @@ def render_elastic(r: dict) -> str:
 SECTIONS: dict[str, Callable[[dict], str]] = {
     "elastic": render_elastic,
     "model": render_model,
+    "recipe": render_recipe,
     "pipeline": render_pipeline,
     "scaling": render_scaling,
     "faults": render_faults,

@@ -26,7 +26,7 @@ from torch import nn
 from hgn_model._version import __version__
 from hgn_model.errors import CheckpointError
 from hgn_model.input_spec import InputSpec, Normalization
-from hgn_model.registry import create_model, list_models
+from hgn_model.registry import create_model, format1_settings, list_models
 
 __all__ = [
     "CheckpointConfig",
@@ -168,11 +168,30 @@ def read_config(path: str | Path) -> CheckpointConfig:
             f"checkpoint config {str(cfg_path)!r}: unknown format {got!r}; expected one of "
             f"{list(READABLE_FORMATS)}"
         )
+    if raw["format"] == "hgn-checkpoint/1" and raw.get("arch") in list_models():
+        # the architecture defaults changed with format 2: rebuild the one it was saved from
+        raw = {**raw, "model_cfg": {**format1_settings(raw["arch"]), **raw.get("model_cfg", {})}}
     raw = {**raw, "format": FORMAT}  # a /1 input spec is converted by InputSpec's validator
     try:
         return CheckpointConfig.model_validate(raw)
     except ValidationError as exc:
         raise CheckpointError(f"checkpoint config {str(cfg_path)!r} is invalid: {exc}") from exc
+
+
+def _looks_pickled(path: Path) -> bool:
+    """Pickle (protocol 2+: 0x80 then the protocol byte) or zip (torch.save) bytes.
+
+    A safetensors file starts with its header length (8 bytes, little endian) and then the
+    JSON header's "{": that shape is checked first, since a header length whose low byte is
+    0x80 would otherwise look like a pickle opcode.
+    """
+    with path.open("rb") as fh:
+        head = fh.read(9)
+    size = path.stat().st_size
+    if len(head) == 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < size:
+        return False
+    return (head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05")) \
+        or head[:2] == b"PK"
 
 
 def load_checkpoint(path: str | Path) -> tuple[nn.Module, CheckpointConfig]:
@@ -182,9 +201,7 @@ def load_checkpoint(path: str | Path) -> tuple[nn.Module, CheckpointConfig]:
     mismatch (tampered or truncated weights), an unknown arch, or tensors that do not fit.
     """
     weights, cfg_path = resolve_checkpoint(path)
-    with weights.open("rb") as fh:
-        magic = fh.read(4)
-    if magic[:1] == b"\x80" or magic[:2] == b"PK":
+    if _looks_pickled(weights):
         raise CheckpointError(
             f"{str(weights)!r} holds pickle/zip data, not safetensors; refusing to load it"
         )

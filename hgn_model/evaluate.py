@@ -29,27 +29,32 @@ class ConfusionMatrix:
         k = self.num_classes
         self.matrix += np.bincount(t[keep] * k + p[keep], minlength=k * k).reshape(k, k)
 
-    def report(self, class_names: Sequence[str] | None = None) -> IoUReport:
+    def report(self, class_names: Sequence[str] | None = None,
+               ignored: Sequence[bool] | None = None) -> IoUReport:
         m = self.matrix.astype(np.float64)
         tp = np.diag(m)
         denom = m.sum(0) + m.sum(1) - tp
         with np.errstate(invalid="ignore", divide="ignore"):
             iou = np.where(denom > 0, tp / denom, np.nan)
         names = list(class_names) if class_names else [str(i) for i in range(self.num_classes)]
-        return IoUReport(names, iou, float(tp.sum() / max(m.sum(), 1)))
+        skip = np.zeros(self.num_classes, bool) if ignored is None else np.asarray(ignored, bool)
+        iou = np.where(skip, np.nan, iou)  # ignored classes take no part in any mean
+        return IoUReport(names, iou, float(tp.sum() / max(m.sum(), 1)), self.matrix.copy())
 
 
 @dataclass(frozen=True)
 class IoUReport:
     """Per-class IoU plus both mIoU conventions.
 
-    ``miou`` averages every class present in truth or prediction; ``miou_fg`` excludes class 0
-    (background/unknown), the convention of the UHR literature (GLNet, FCtL, ISDNet).
+    ``miou`` averages every non-ignored class present in truth or prediction; ``miou_fg``
+    excludes class 0 too (background/unknown), the convention of the UHR literature (GLNet,
+    FCtL, ISDNet). Pixels labelled ignore (and nodata) are in no count.
     """
 
     class_names: list[str]
     iou: np.ndarray
     pixel_accuracy: float
+    confusion: np.ndarray | None = None  # rows truth, columns prediction
 
     @property
     def miou(self) -> float:
@@ -73,6 +78,8 @@ class IoUReport:
             "miou": round(self.miou * 100, 2),
             "miou_excl_0": round(self.miou_fg * 100, 2),
             "pixel_accuracy": round(self.pixel_accuracy * 100, 2),
+            **({} if self.confusion is None else
+               {"confusion_matrix": self.confusion.tolist(), "confusion_axes": "truth x pred"}),
         }
 
     def to_table(self, title: str = "IoU (%)"):  # -> rich.table.Table

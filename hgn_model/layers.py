@@ -6,7 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["AtrousConv2d", "ConvBNAct", "DWSepConv", "PyramidPooling", "resize_to"]
+__all__ = ["AtrousConv2d", "ConvBNAct", "DWSepConv", "PyramidPooling", "pooled_branch",
+           "resize_to"]
 
 
 class AtrousConv2d(nn.Conv2d):
@@ -69,13 +70,20 @@ class DWSepConv(nn.Sequential):
 
 
 class PyramidPooling(nn.Module):
-    """PSP-style global context on the coarsest deep feature (bins of 1, 2, 3, 6)."""
+    """PSP-style global context on the coarsest deep feature (bins of 1, 2, 3, 6).
 
-    def __init__(self, in_ch: int, out_ch: int, bins: tuple[int, ...] = (1, 2, 3, 6)) -> None:
+    ``pool_norm=False`` (the default) gives the pooled branches a biased conv and no norm:
+    BatchNorm over a 1x1 pooled map sees one value per channel and sample, so training at
+    batch 1 raised "Expected more than 1 value per channel" and batch 2 normalised two values
+    to +-1 (the branch carried no information). ``True`` rebuilds the format-1 layout.
+    """
+
+    def __init__(self, in_ch: int, out_ch: int, bins: tuple[int, ...] = (1, 2, 3, 6),
+                 pool_norm: bool = False) -> None:
         super().__init__()
         branch_ch = max(in_ch // len(bins), 8)
         self.bins = bins
-        self.branches = nn.ModuleList(ConvBNAct(in_ch, branch_ch, 1) for _ in bins)
+        self.branches = nn.ModuleList(pooled_branch(in_ch, branch_ch, pool_norm) for _ in bins)
         self.project = ConvBNAct(in_ch + branch_ch * len(bins), out_ch, 3)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -85,6 +93,13 @@ class PyramidPooling(nn.Module):
             for b, branch in zip(self.bins, self.branches, strict=True)
         ]
         return self.project(torch.cat([x, *pooled], dim=1))
+
+
+def pooled_branch(in_ch: int, out_ch: int, norm: bool = False) -> nn.Module:
+    """1x1 conv + ReLU for globally pooled features: no BatchNorm unless ``norm`` (format 1)."""
+    if norm:
+        return ConvBNAct(in_ch, out_ch, 1)
+    return nn.Sequential(nn.Conv2d(in_ch, out_ch, 1), nn.ReLU(inplace=True))
 
 
 def resize_to(x: torch.Tensor, size: torch.Size | tuple[int, int]) -> torch.Tensor:

@@ -11,7 +11,7 @@ from torch import nn
 from hgn_model.errors import ConfigError, UnknownModelError
 from hgn_model.models import HGN, DeepOnly, ISDNetLike
 
-__all__ = ["create_model", "list_models", "model_defaults"]
+__all__ = ["create_model", "format1_settings", "list_models", "model_defaults"]
 
 
 @dataclass(frozen=True)
@@ -30,6 +30,22 @@ _REGISTRY: dict[str, _Entry] = {
     "isdnet_like": _Entry(ISDNetLike, {}, False, "ISDNet-style dilated deep + RAF fusion"),
     "deep_only": _Entry(DeepOnly, {}, False, "ResNet-18 on the 1/4 image, FPN decoder"),
 }
+
+
+# Architecture settings of format-1 checkpoints (trained before the context recipe) where the
+# defaults changed since; applied under a format-1 file's own model_cfg so it still loads.
+_FORMAT1 = {
+    HGN: {"gsag_stages": (0, 1, 2), "graft": "trunk", "finest": "lsag_head", "pool_norm": True,
+          "resample": "fine", "laplacian": True},
+    ISDNetLike: {"pool_norm": True},
+    DeepOnly: {"pool_norm": True},
+}
+
+
+def format1_settings(name: str) -> dict[str, Any]:
+    """Settings that rebuild the architecture a format-1 checkpoint of ``name`` was saved from."""
+    entry = _entry(name)
+    return {k: v for k, v in _FORMAT1.get(entry.builder, {}).items() if k not in entry.defaults}
 
 
 def list_models() -> list[str]:

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from hgn_model._upsample import upsample_argmax
 from hgn_model.checkpoint import CheckpointConfig, Normalization, load_checkpoint
 from hgn_model.errors import ConfigError, InputError
 from hgn_model.layers import ConvBNAct
@@ -208,17 +208,12 @@ class Segmenter:
         dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(self.precision)
         with torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None):
             logits = self.model.forward_train(x)["out"]
-        logits = F.interpolate(logits.float(), size=x.shape[-2:], mode="bilinear",
-                               align_corners=False)[..., :h, :w]
-        top, labels = logits.max(dim=1)
-        conf = probs = None
-        if want_conf:
-            # max softmax = 1 / sum(exp(logit - max)): no full softmax tensor needed.
-            denom = torch.exp(logits - top[:, None]).sum(dim=1)
-            conf = [c for c in torch.round(255.0 / denom).to(torch.uint8).cpu().numpy()]
-        if want_probs:
-            probs = [p for p in torch.softmax(logits, dim=1).cpu().numpy()]
-        return [lab for lab in labels.to(torch.uint8).cpu().numpy()], conf, probs
+        lab, conf, probs = upsample_argmax(logits, x.shape[-2:], (h, w), want_conf, want_probs)
+        return list(lab), _rows(conf), _rows(probs)
+
+
+def _rows(a: np.ndarray | None) -> list[np.ndarray] | None:
+    return None if a is None else list(a)
 
 
 def _same_shape(items: Sequence[np.ndarray]) -> bool:

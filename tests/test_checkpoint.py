@@ -69,9 +69,15 @@ def test_format_2_json_carries_normalization_entries_and_the_class_table(saved) 
     assert read_config(stem).input.normalization_for("uint16").top == 30000.0
 
 
-def test_format_1_checkpoint_loads_and_labels_as_format_1_did(saved) -> None:
-    """A v1 JSON (mean/std in [0, 1] units, uint16_max) keeps its exact uint8 outputs."""
-    stem, _, _ = saved
+def test_format_1_checkpoint_loads_and_labels_as_format_1_did(tmp_path: Path) -> None:
+    """A v1 file (format-1 architecture; mean/std in [0, 1] units, uint16_max) keeps its
+    exact uint8 outputs."""
+    from hgn_model.registry import format1_settings
+
+    torch.manual_seed(0)
+    model = create_model("hgn", 3, width=0.125, **format1_settings("hgn")).eval()
+    stem = tmp_path / "v1"
+    save_checkpoint(model, _config(), stem)
     raw = json.loads(stem.with_suffix(".json").read_text())
     mean, std = [0.41, 0.47, 0.36], [0.21, 0.17, 0.15]
     raw["format"] = "hgn-checkpoint/1"
@@ -194,3 +200,21 @@ def test_demo_and_benchmark_scenes_are_held_out_from_training() -> None:
 
     train = read_config(SHIPPED_DIR / "hgn.json").training["config"]["data"]["train_seeds"]
     assert not ({s for s, *_ in DEMO_SCENES} | set(EVAL_SEEDS)) & set(train)
+
+
+def test_a_header_length_ending_in_0x80_is_not_taken_for_a_pickle(tmp_path: Path) -> None:
+    """safetensors starts with its header length; a low byte of 0x80 is a valid file."""
+    from safetensors.torch import save_file
+
+    from hgn_model.checkpoint import _looks_pickled
+
+    for n in range(1, 400):  # find tensor names giving a header length = 0x80 mod 256
+        path = tmp_path / "w.safetensors"
+        save_file({"x" * n: torch.zeros(1)}, str(path))
+        if path.read_bytes()[0] == 0x80:
+            break
+    else:
+        pytest.fail("no header length ending in 0x80 found")
+    assert not _looks_pickled(path)
+    (tmp_path / "p.safetensors").write_bytes(pickle.dumps({"a": 1}))
+    assert _looks_pickled(tmp_path / "p.safetensors")

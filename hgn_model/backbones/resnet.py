@@ -61,6 +61,10 @@ class ResNet18(nn.Module):
             BasicBlock(chs[2], chs[3], s4, d4), BasicBlock(chs[3], chs[3], 1, d4)
         )
 
+    def band_convs(self, prefix: str = "") -> dict[str, list[tuple[str, int]]]:
+        """Convs that read input bands: their input segments (for fine-tuning on new bands)."""
+        return {f"{prefix}stem.0.0.weight": [("bands", self.stem[0][0].in_channels)]}
+
     @property
     def stages(self) -> list[nn.Module]:
         return [self.layer1, self.layer2, self.layer3, self.layer4]

@@ -79,6 +79,7 @@ class ShallowSTDC(nn.Module):
     def __init__(self, in_ch: int, width: float = 1.0, laplacian: bool = True) -> None:
         super().__init__()
         self.laplacian = laplacian
+        self.in_ch = in_ch
         c1, c2, c3, c4 = (max(8, round(c * width)) for c in (32, 64, 256, 512))
         self.channels = (c2, c3, c4)
         extra = in_ch if laplacian else 0
@@ -86,6 +87,14 @@ class ShallowSTDC(nn.Module):
         self.stem2 = ConvBNAct(c1 + extra, c2, 3, 2)
         self.stage8 = nn.Sequential(CatBottleneck(c2, c3, 2), CatBottleneck(c3, c3))
         self.stage16 = nn.Sequential(CatBottleneck(c3, c4, 2), CatBottleneck(c4, c4))
+
+    def band_convs(self, prefix: str = "") -> dict[str, list[tuple[str, int]]]:
+        """Convs that read input bands: their input segments (for fine-tuning on new bands)."""
+        c = self.in_ch
+        if not self.laplacian:
+            return {f"{prefix}stem1.0.weight": [("bands", c)]}
+        return {f"{prefix}stem1.0.weight": [("bands", c), ("bands", c)],
+                f"{prefix}stem2.0.weight": [("fixed", self.stem1[0].out_channels), ("bands", c)]}
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         if self.laplacian:

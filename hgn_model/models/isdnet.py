@@ -13,19 +13,20 @@ import torch.nn.functional as F
 from torch import nn
 
 from hgn_model.backbones import ResNet18, ShallowSTDC
-from hgn_model.layers import ConvBNAct, resize_to
-from hgn_model.models._base import SegHead, SegModel, downsample_image, scaled
+from hgn_model.layers import ConvBNAct, pooled_branch, resize_to
+from hgn_model.models._base import Detail, SegHead, SegModel, downsample_image, scaled
 
 
 class ASPP(nn.Module):
     """Atrous spatial pyramid pooling: 1x1, three dilated 3x3 and an image-level branch."""
 
-    def __init__(self, in_ch: int, out_ch: int, rates: tuple[int, ...] = (6, 12, 18)) -> None:
+    def __init__(self, in_ch: int, out_ch: int, rates: tuple[int, ...] = (6, 12, 18),
+                 pool_norm: bool = False) -> None:
         super().__init__()
         self.branches = nn.ModuleList(
             [ConvBNAct(in_ch, out_ch, 1)] + [ConvBNAct(in_ch, out_ch, 3, dilation=r) for r in rates]
         )
-        self.pool = ConvBNAct(in_ch, out_ch, 1)
+        self.pool = pooled_branch(in_ch, out_ch, pool_norm)  # no BN on the 1x1 image pool
         self.project = ConvBNAct(out_ch * (len(rates) + 2), out_ch, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -73,7 +74,7 @@ class ISDNetLike(SegModel):
 
     def __init__(
         self, num_classes: int, in_channels: int = 3, width: float = 0.5, downsample: int = 4,
-        decoder_ch: int = 128, aux: bool = True,
+        decoder_ch: int = 128, aux: bool = True, pool_norm: bool = False,
     ) -> None:
         super().__init__()
         self.downsample = downsample
@@ -81,16 +82,17 @@ class ISDNetLike(SegModel):
         self.shallow = ShallowSTDC(in_channels, width)
         self.deep = ResNet18(in_channels, width, dilate=True)
         dec = scaled(decoder_ch, width)
-        self.aspp = ASPP(self.deep.channels[3], dec)
+        self.aspp = ASPP(self.deep.channels[3], dec, pool_norm=pool_norm)
         self.fuse16 = RAF(self.shallow.channels[2], dec, dec)
         self.fuse8 = RAF(self.shallow.channels[1], dec, dec)
         self.head = SegHead(dec, num_classes)
         self.aux_head = SegHead(dec, num_classes) if aux else None
 
-    def forward_train(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        _, s8, s16 = self.shallow(x)
-        deep = self.aspp(self.deep(downsample_image(x, self.downsample))[3])
-        fused = self.fuse8(s8, self.fuse16(s16, deep))
+    def forward_train(self, x: torch.Tensor, detail: Detail | None = None
+                      ) -> dict[str, torch.Tensor]:
+        _, s8, s16 = self.shallow(x if detail is None else detail.crop(x))
+        deep = self.aspp(self.deep(downsample_image(x, self.downsample))[3])  # 1/32 of x
+        fused = self.fuse8(s8, self.fuse16(s16, deep if detail is None else detail.crop(deep, 32)))
         out = {"out": self.head(fused)}
         if self.aux_head is not None and self.training:
             out["aux"] = self.aux_head(deep)
