@@ -133,8 +133,8 @@ def bench(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     from hgn_model.data.synthetic import make_archive
     from pipeline.config import load_config
     from pipeline.execute import RayExecutor, ray_session
-    from pipeline.report import read_manifest
-    from pipeline.resume import run_resumable
+    from pipeline.run.report import read_manifest
+    from pipeline.run.resume import run_resumable
 
     print("building the archive and starting the S3 server ...", file=sys.stderr, flush=True)
     local = work / "archive"

@@ -166,7 +166,7 @@ def pipeline(sz: dict, out_dir: Path, checkpoint: str) -> dict:
     wall = time.perf_counter() - t0
     if proc.returncode:
         return {"failed": proc.stderr[-1500:]}
-    from pipeline.report import read_manifest
+    from pipeline.run.report import read_manifest
 
     summary = read_manifest(str(labels / "_hgn" / "manifest-gpu.json"))["summary"]
     seg = Segmenter.from_checkpoint(checkpoint, device=sz["device"],

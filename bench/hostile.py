@@ -38,7 +38,7 @@ def _run_local(archive: Path, out: Path, cfg: Any) -> tuple[float, float]:
     import shutil
 
     from pipeline.execute import LocalExecutor
-    from pipeline.resume import run_resumable
+    from pipeline.run.resume import run_resumable
 
     shutil.rmtree(out, ignore_errors=True)
     t = time.perf_counter()
@@ -53,7 +53,7 @@ def bench_dryrun(base: Path, scenes: int, repeats: int) -> dict[str, Any]:
     from _standin import smooth_image, write_zarr_scene
 
     from pipeline.config import load_config
-    from pipeline.dryrun import dry_run
+    from pipeline.run.dryrun import dry_run
 
     archive = base / "tiny"
     for i in range(scenes):

@@ -83,8 +83,8 @@ def main() -> int:
     ap.add_argument("--size", type=int, default=8192)
     ap.add_argument("--tiles", type=int, default=12, help="tiles per zoom (seeded positions)")
     args = ap.parse_args()
-    from pipeline.diff import compute_change
-    from pipeline.previous import keep_previous, previous_root
+    from pipeline.ops.diff import compute_change
+    from pipeline.ops.previous import keep_previous, previous_root
     from pipeline.query import OutputStore
     from pipeline.serve.scenes import SceneRegistry
     from pipeline.serve.tiles import render_tile

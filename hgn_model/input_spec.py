@@ -115,19 +115,23 @@ class InputSpec(BaseModel):
         return self
 
     def normalization_for(self, dtype: str | np.dtype) -> Normalization:
-        """The entry for ``dtype``: exact match, else (for floats) another float entry, else [0].
+        """The entry for ``dtype``: exact match, else the nearest of the same family, else [0].
 
-        The float fallback keeps float64/float16 copies of float32 training data in float units.
+        Floats fall back to a float entry (float64/float16 copies of float32 training data stay
+        in float units). Integers fall back to the integer entry nearest in width, same
+        signedness first: int16 products (Landsat, Sentinel-2 L2A) carry the units of their
+        uint16 counterparts, not of 8-bit imagery.
         """
-        name = np.dtype(dtype).name
+        want = np.dtype(dtype)
         for norm in self.normalization:
-            if norm.dtype == name:
+            if norm.dtype == want.name:
                 return norm
-        if np.dtype(name).kind == "f":
-            for norm in self.normalization:
-                if np.dtype(norm.dtype).kind == "f":
-                    return norm
-        return self.normalization[0]
+        family = "f" if want.kind == "f" else "iu"
+        same = [n for n in self.normalization if np.dtype(n.dtype).kind in family]
+        if not same:
+            return self.normalization[0]
+        return min(same, key=lambda n: (abs(np.dtype(n.dtype).itemsize - want.itemsize),
+                                        np.dtype(n.dtype).kind != want.kind))
 
     def range_problem(
         self, dtype: str | np.dtype, observed: Sequence[tuple[float, float]],

@@ -1,8 +1,8 @@
 """Change between two label rasters of one scene: the change-layer encoding and the matrix.
 
-Pure numpy (no zarr, no storage): :mod:`pipeline.diff` reads the two label rasters chunk by
+Pure numpy (no zarr, no storage): :mod:`pipeline.ops.diff` reads the two label rasters chunk by
 chunk, calls :func:`encode` and :meth:`MatrixAccumulator.add` per chunk and writes the codes
-as the ``labels/change`` layer (:mod:`pipeline.io.change_layer`).
+as the ``labels/change`` layer (:mod:`pipeline.io.omezarr`).
 
 Encoding, one ``uint16`` label image on the scene's grid (so every OME-Zarr label viewer shows
 it with the colours in its ``image-label`` metadata)::
@@ -16,7 +16,8 @@ layer alone answers "what was here before" for every valid pixel.
 
 The matrix counts every pixel, label 0 included (row/column 0 = no data), so it adds up to the
 whole scene and shows land that became cloud (``x -> 0``) or cleared (``0 -> x``). Its areas
-are geodesic m2 when the scene is georeferenced (the per-pixel areas of :mod:`pipeline.areas`).
+are geodesic m2 when the scene is georeferenced (the per-pixel areas of
+:mod:`pipeline.query.areas`).
 """
 
 from __future__ import annotations

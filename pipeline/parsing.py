@@ -10,7 +10,7 @@ Every config or command-line parse error reaches the user as exactly one line,
 - :func:`check_num_cpus` refuses a Ray with no CPU before anything starts;
 - :func:`one_line` flattens a multi-line message.
 
-Click's own usage errors are turned into one line by :class:`pipeline.cliparse.OneLineErrors`.
+Click's own usage errors are turned into one line by :class:`pipeline.cli._usage.OneLineErrors`.
 No click or typer here: the run config imports this module.
 """
 

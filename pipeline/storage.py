@@ -39,6 +39,8 @@ __all__ = [
     "identity",
     "is_remote",
     "join_url",
+    "listed_root",
+    "open_kwargs",
     "redact",
     "resolve_url",
     "storage_options_from",
@@ -279,3 +281,20 @@ def get_fs(url: str, storage_options: Mapping[str, Any] | None = None) -> fsspec
             f"cannot create an S3 filesystem for {resolved}: {type(exc).__name__}: "
             f"{redact(str(exc), storage_options)}"
         ) from None
+
+
+def open_kwargs(url: str, storage_options: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Keyword arguments of ``zarr.open_*`` for ``url``: its ``storage_options`` when remote,
+    none locally (zarr refuses storage options for a local path)."""
+    return {"storage_options": dict(storage_options or {})} if is_remote(url) else {}
+
+
+def listed_root(url: str, storage_options: Mapping[str, Any] | None
+                ) -> tuple[fsspec.AbstractFileSystem, str]:
+    """(filesystem, fsspec path without a trailing ``/``) of a resolved ``url``, ready to list:
+    on S3 the cached listings below it are dropped first (other writers add objects)."""
+    fs = get_fs(url, storage_options)
+    root = strip_protocol(url).rstrip("/")
+    if is_remote(url):
+        fs.invalidate_cache(root)
+    return fs, root

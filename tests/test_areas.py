@@ -8,7 +8,7 @@ import numpy as np
 import pyproj
 import pytest
 
-from pipeline.areas import NoAreaError, PixelAreas
+from pipeline.query.areas import NoAreaError, PixelAreas
 from pipeline.scene import Georef
 
 

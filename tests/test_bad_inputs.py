@@ -31,9 +31,9 @@ from pipeline.cli import app
 from pipeline.config import load_config
 from pipeline.execute import LocalExecutor, SegmenterLoader
 from pipeline.io.omezarr import SceneWriter
-from pipeline.ledger import Ledger, RunFingerprint
-from pipeline.report import read_manifest, render_summary
-from pipeline.resume import model_identity, run_resumable
+from pipeline.run.report import read_manifest, render_summary
+from pipeline.run.resume import model_identity, run_resumable
+from pipeline.state.ledger import Ledger, RunFingerprint
 
 CHUNK, HALO = 256, 16
 

@@ -14,11 +14,10 @@ from _outputs import write_scene as _write
 from typer.testing import CliRunner
 
 from pipeline.change import BASE, decode, encode
-from pipeline.diff import diff_scene, read_changes
 from pipeline.errors import ChangeError
-from pipeline.io.change_layer import open_change_level
-from pipeline.io.omezarr import mode_downsample
-from pipeline.previous import keep_previous, previous_versions
+from pipeline.io.omezarr import mode_downsample, open_change_level
+from pipeline.ops.diff import diff_scene, read_changes
+from pipeline.ops.previous import keep_previous, previous_versions
 from pipeline.query import OutputStore
 
 

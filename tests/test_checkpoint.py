@@ -196,7 +196,7 @@ def test_shipped_checkpoints_verify_and_carry_their_metrics(name: str) -> None:
 def test_demo_and_benchmark_scenes_are_held_out_from_training() -> None:
     """The demo's and bench/model.py's IoU must come from seeds the models never saw."""
     from bench.model import EVAL_SEEDS
-    from pipeline.demo import DEMO_SCENES
+    from pipeline.ops.demo import DEMO_SCENES
 
     train = read_config(SHIPPED_DIR / "hgn.json").training["config"]["data"]["train_seeds"]
     assert not ({s for s, *_ in DEMO_SCENES} | set(EVAL_SEEDS)) & set(train)

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from pipeline.cli import app
 from pipeline.io.omezarr import SceneWriter
-from pipeline.report import read_manifest
+from pipeline.run.report import read_manifest
 
 runner = CliRunner()
 

@@ -28,9 +28,9 @@ from pipeline.config import load_config
 from pipeline.errors import PipelineError, PoolLostError
 from pipeline.execute import LocalExecutor, RayExecutor
 from pipeline.io.omezarr import SceneWriter
-from pipeline.report import read_manifest
-from pipeline.resume import run_resumable
 from pipeline.run import MemoryLedger, run_pipeline
+from pipeline.run.report import read_manifest
+from pipeline.run.resume import run_resumable
 
 ray.cloudpickle.register_pickle_by_value(_standin)  # workers cannot import test modules
 
@@ -279,7 +279,7 @@ def test_a_sigkilled_actor_whose_replacement_never_starts_does_not_stall_the_run
 def test_with_no_actor_left_the_run_stops_resumable_and_a_rerun_completes(
     cluster, nodes, archive, reference, tmp_path, monkeypatch
 ):
-    from pipeline.ledger import Ledger
+    from pipeline.state.ledger import Ledger
 
     (only,) = nodes.add(1)
     out = tmp_path / "out"

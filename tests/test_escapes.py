@@ -14,7 +14,7 @@ from pipeline.cli import app
 from pipeline.config import load_config
 from pipeline.errors import ConfigError
 from pipeline.execute import LocalExecutor
-from pipeline.resume import run_resumable
+from pipeline.run.resume import run_resumable
 from pipeline.storage import check_output_location, resolve_url
 
 

@@ -29,12 +29,12 @@ from _tiny_checkpoint import tiny_checkpoint
 
 from pipeline.config import load_config
 from pipeline.execute import RayExecutor
-from pipeline.hgnstore import segment
 from pipeline.io.omezarr import SceneWriter
-from pipeline.ledger import Ledger, RunFingerprint
-from pipeline.report import read_manifest
-from pipeline.resume import model_identity, run_resumable
 from pipeline.run import MemoryLedger, run_pipeline
+from pipeline.run.report import read_manifest
+from pipeline.run.resume import model_identity, run_resumable
+from pipeline.state.hgnstore import segment
+from pipeline.state.ledger import Ledger, RunFingerprint
 
 REPO = Path(__file__).resolve().parents[1]
 SCENES = ("a", "sub/b")

@@ -26,8 +26,11 @@ def test_format_1_spec_converts_into_uint8_uint16_float32_entries() -> None:
     assert u8.mean == pytest.approx([102.0, 127.5]) and u8.std == pytest.approx([51.0, 25.5])
     assert u16.mean == pytest.approx([0.4 * 4095, 0.5 * 4095]) and u16.top == 4095.0
     assert f32.mean == [0.4, 0.5] and f32.top == 1.0
-    assert spec.normalization_for("uint8") is u8 and spec.normalization_for("int16") is u8
+    assert spec.normalization_for("uint8") is u8
     assert spec.normalization_for("float64") is f32  # floats stay in float units
+    # integers: the nearest width, same signedness first (int16 DN are uint16's units)
+    assert spec.normalization_for("int16") is u16 and spec.normalization_for("int8") is u8
+    assert spec.normalization_for("uint32") is u16 and spec.normalization_for("int32") is u16
 
 
 def test_normalization_entries_are_validated() -> None:
@@ -84,7 +87,7 @@ def test_range_problem_passes_plausible_scenes() -> None:
 def test_shipped_checkpoints_accept_their_training_demo_and_benchmark_scenes(name: str) -> None:
     from bench.model import EVAL_SEEDS
     from hgn_model.data.synthetic import generate_scene
-    from pipeline.demo import DEMO_SCENES
+    from pipeline.ops.demo import DEMO_SCENES
 
     cfg = read_config(SHIPPED_DIR / f"{name}.json")
     train = cfg.training["config"]["data"]

@@ -18,9 +18,9 @@ import pytest
 
 from pipeline.config import RunConfig
 from pipeline.errors import OutputError
-from pipeline.hgnstore import HgnStore, now_utc
-from pipeline.ledger import Ledger, LedgerMismatchError, RunFingerprint
-from pipeline.runlock import LockInfo, LockLostError, RunLock, RunLockedError
+from pipeline.state.hgnstore import HgnStore, now_utc
+from pipeline.state.ledger import Ledger, LedgerMismatchError, RunFingerprint
+from pipeline.state.runlock import LockInfo, LockLostError, RunLock, RunLockedError
 
 SHA = "a" * 64
 
@@ -280,7 +280,7 @@ def test_killed_holder_process_is_taken_over(store_url: str, storage_options: di
     # A real run process holding the lock, SIGKILLed: no release, no more heartbeats.
     code = (
         "import sys, time, json\n"
-        "from pipeline.runlock import RunLock\n"
+        "from pipeline.state.runlock import RunLock\n"
         "lock = RunLock(sys.argv[1], 'victim', storage_options=json.loads(sys.argv[2]))\n"
         "lock.acquire(); print('locked', flush=True); time.sleep(60)\n"
     )

@@ -18,7 +18,7 @@ from pipeline.config import load_config
 from pipeline.errors import NameRefusedError
 from pipeline.execute import LocalExecutor
 from pipeline.names import check_export_path, check_run_id, check_scene_id, scene_id_problem
-from pipeline.resume import run_resumable
+from pipeline.run.resume import run_resumable
 
 
 def _cfg(**kw):

@@ -14,7 +14,7 @@ from pipeline.catalog import catalog
 from pipeline.config import load_config
 from pipeline.execute import LocalExecutor
 from pipeline.io.omezarr import SceneWriter
-from pipeline.nightly import nightly, read_history
+from pipeline.ops.nightly import nightly, read_history
 from pipeline.storage import storage_options_from
 
 

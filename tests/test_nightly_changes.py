@@ -15,11 +15,10 @@ from typer.testing import CliRunner
 from pipeline.change import encode
 from pipeline.config import load_config
 from pipeline.execute import LocalExecutor
-from pipeline.io.change_layer import open_change_level
-from pipeline.io.omezarr import SceneWriter
-from pipeline.nightly import nightly
+from pipeline.io.omezarr import SceneWriter, open_change_level
+from pipeline.ops.nightly import nightly
 from pipeline.query import OutputStore
-from pipeline.report import read_manifest
+from pipeline.run.report import read_manifest
 from pipeline.storage import get_fs, join_url, storage_options_from, strip_protocol
 
 

@@ -15,8 +15,8 @@ from pipeline.config import load_config
 from pipeline.execute import LocalExecutor
 from pipeline.io.omezarr import SceneWriter
 from pipeline.plan import plan_scene
-from pipeline.report import read_manifest
 from pipeline.run import run_pipeline
+from pipeline.run.report import read_manifest
 
 UTM = ("EPSG:32633", (500000.0, 10.0, 0.0, 4600000.0, 0.0, -10.0))
 CHUNK, HALO = 64, 8

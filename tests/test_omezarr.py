@@ -308,13 +308,13 @@ class _Recording:
 
 def test_pyramid_reads_bounded_regions_and_writes_whole_chunks(tmp_path: Path,
                                                                 monkeypatch) -> None:
-    import pipeline.io.omezarr as omezarr
+    from pipeline.io.omezarr import _pyramid, _writer
 
     writer = _write(tmp_path, "bounded", confidence=False, levels=4)
     log: list = []
-    real_open = omezarr._open_array
-    monkeypatch.setattr(omezarr, "PYRAMID_BLOCK_PIXELS", 1)  # one coarse chunk per task
-    monkeypatch.setattr(omezarr, "_open_array",
+    real_open = _writer.open_array
+    monkeypatch.setattr(_pyramid, "PYRAMID_BLOCK_PIXELS", 1)  # one coarse chunk per task
+    monkeypatch.setattr(_writer, "open_array",
                         lambda *a, **k: _Recording(real_open(*a, **k), log))
     writer.finalize()
     reads = [shape for kind, shape, *_ in log if kind == "read"]

@@ -15,7 +15,7 @@ from pipeline.catalog import catalog
 from pipeline.config import load_config
 from pipeline.execute import LocalExecutor
 from pipeline.io.readers import open_scene
-from pipeline.preflight import sample_range, scene_problem, value_range_problem
+from pipeline.plan.preflight import sample_range, scene_problem, value_range_problem
 from pipeline.run import run_pipeline
 
 MODEL = SimpleNamespace(in_channels=3, arch="hgn", sha256="ab" * 32, input=None)

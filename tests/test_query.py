@@ -17,9 +17,9 @@ from typer.testing import CliRunner
 
 from pipeline.errors import WindowError
 from pipeline.io.omezarr import SceneWriter, mean_downsample, mode_downsample
-from pipeline.ledger import Ledger, RunFingerprint
 from pipeline.query import OutputStore, QueryError, SceneNotFoundError
 from pipeline.scene import Georef
+from pipeline.state.ledger import Ledger, RunFingerprint
 
 CLASSES = [("unknown", (0, 0, 0, 0)), ("water", (0, 0, 255, 255)),
            ("forest", (0, 128, 0, 255)), ("urban", (200, 50, 50, 255))]

@@ -19,7 +19,7 @@ from pipeline.errors import DamagedOutputError, OutputNotFoundError, RunInterrup
 from pipeline.execute import LocalExecutor
 from pipeline.io.omezarr import SceneWriter
 from pipeline.query import OutputStore
-from pipeline.resume import run_resumable
+from pipeline.run.resume import run_resumable
 
 runner = CliRunner()
 
@@ -82,7 +82,7 @@ def _stats_cli(out: Path, *extra: str):
 
 def _done(out: Path) -> np.ndarray:
     """Mask of the pixels whose unit the ledger records as finished (the run's own order)."""
-    from pipeline.ops.checks import current_ledger
+    from pipeline.state.checks import current_ledger
 
     token = SceneWriter.open(str(out), "s").attrs["hgn"]["resume_token"]
     done = np.zeros((H, W), bool)

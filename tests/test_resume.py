@@ -16,11 +16,11 @@ from _standin import TinyLoader, smooth_image, write_zarr_scene
 
 from pipeline.config import load_config
 from pipeline.execute import LocalExecutor
-from pipeline.hgnstore import HgnStore
 from pipeline.io.omezarr import SceneWriter
-from pipeline.ledger import LedgerMismatchError
-from pipeline.resume import ResumableRun, run_resumable
-from pipeline.runlock import RunLockedError
+from pipeline.run.resume import ResumableRun, run_resumable
+from pipeline.state.hgnstore import HgnStore
+from pipeline.state.ledger import LedgerMismatchError
+from pipeline.state.runlock import RunLockedError
 
 TESTS = Path(__file__).resolve().parent
 
@@ -56,7 +56,7 @@ sys.path.insert(0, {tests!r})
 from _standin import TinySegmenter
 from pipeline.config import load_config
 from pipeline.execute import LocalExecutor
-from pipeline.resume import run_resumable
+from pipeline.run.resume import run_resumable
 
 class Slow(TinySegmenter):
     def predict(self, images, **kw):

@@ -11,11 +11,11 @@ from _standin import TinyLoader, TinySegmenter, smooth_image, write_zarr_scene
 
 from pipeline.catalog import catalog
 from pipeline.config import load_config
-from pipeline.dryrun import dry_run
 from pipeline.execute import LocalExecutor
 from pipeline.io.omezarr import SceneWriter
-from pipeline.report import read_manifest
 from pipeline.run import MemoryLedger, run_pipeline
+from pipeline.run.dryrun import dry_run
+from pipeline.run.report import read_manifest
 
 
 def _cfg(**kw):

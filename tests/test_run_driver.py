@@ -12,10 +12,10 @@ from pipeline.catalog import catalog
 from pipeline.config import OUTPUT_SETTINGS, RunConfig, load_config
 from pipeline.execute import LocalExecutor, model_info
 from pipeline.io.omezarr import scene_store_url
-from pipeline.ledger import RunFingerprint
-from pipeline.report import SceneReport
 from pipeline.run import MemoryLedger, RunRequest, run_pipeline
+from pipeline.run.report import SceneReport
 from pipeline.run.scheduler import batches, plan_work, read_ledger, scene_token
+from pipeline.state.ledger import RunFingerprint
 
 
 def _cfg(**kw) -> RunConfig:

@@ -22,13 +22,13 @@ from starlette.testclient import TestClient
 
 from pipeline.change import encode
 from pipeline.config import load_config
-from pipeline.diff import diff_scene
 from pipeline.execute import LocalExecutor
-from pipeline.nightly import nightly
-from pipeline.previous import keep_previous
+from pipeline.ops.diff import diff_scene
+from pipeline.ops.nightly import nightly
+from pipeline.ops.previous import keep_previous
+from pipeline.ops.stac import update_catalog
 from pipeline.query import OutputStore
 from pipeline.serve import create_app
-from pipeline.stac import update_catalog
 
 
 def _png(resp) -> np.ndarray:

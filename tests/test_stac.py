@@ -24,10 +24,10 @@ from pyproj import Transformer
 from pystac.extensions.classification import ClassificationExtension
 from pystac.extensions.projection import ProjectionExtension
 
-from pipeline.diff import diff_scene
-from pipeline.previous import keep_previous
+from pipeline.ops.diff import diff_scene
+from pipeline.ops.previous import keep_previous
+from pipeline.ops.stac import CATALOG_FILE, record_export, update_catalog
 from pipeline.query import OutputStore
-from pipeline.stac import CATALOG_FILE, record_export, update_catalog
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from pipeline.config import load_config
 from pipeline.execute import LocalExecutor
 from pipeline.io.omezarr import SceneWriter
 from pipeline.ops.verify import repair, verify
-from pipeline.resume import run_resumable
+from pipeline.run.resume import run_resumable
 
 runner = CliRunner()
 SCENES = ("a", "sub/b")
@@ -142,7 +142,7 @@ def test_verify_cli_reports_and_repairs_bit_identical(tmp_path: Path) -> None:
 
 
 def test_nightly_redoes_missing_and_damaged_chunks_of_unchanged_scenes(clean, tmp_path) -> None:
-    from pipeline.nightly import nightly
+    from pipeline.ops.nightly import nightly
 
     archive, good = clean
     out = tmp_path / "out"
@@ -169,8 +169,8 @@ def test_nightly_redoes_missing_and_damaged_chunks_of_unchanged_scenes(clean, tm
 @pytest.mark.s3
 def test_on_s3_the_listing_etags_reveal_a_rewritten_chunk_and_repair_works(
         clean, s3_server, s3_bucket) -> None:
-    from pipeline.integrity import _etag, listing
-    from pipeline.ops.checks import inspect_scene
+    from pipeline.state.checks import inspect_scene
+    from pipeline.state.integrity import _etag, listing
 
     archive, good = clean
     so = s3_server.storage_options

@@ -29,9 +29,9 @@ from conftest import write_geotiff
 from PIL import Image
 
 from pipeline.config import load_config
-from pipeline.diff import read_changes
 from pipeline.execute import LocalExecutor
-from pipeline.nightly import nightly
+from pipeline.ops.diff import read_changes
+from pipeline.ops.nightly import nightly
 from pipeline.query import OutputStore
 
 CHROMIUM = "/usr/bin/chromium"

@@ -10,7 +10,8 @@ Both run :class:`WindowProcessor` (``worker``) on :class:`Batch` es of
 :class:`~pipeline.plan.WorkUnit` s, overlapped by :class:`OverlappedProcessor` (``overlap``:
 read ahead, write behind), and stream :class:`BatchResult` s back; only references travel.
 Messages and the :class:`Executor` contract live in ``protocol``, actor sizing in
-``capacity``, Ray connection in ``session``.
+``capacity``, Ray connection in ``session`` (``raylife``: joining within a deadline, the
+private Ray and its watchdog process ``reaper``).
 """
 
 from pipeline.execute.capacity import PoolSpec, pool_spec

@@ -140,7 +140,7 @@ class UnitResult:
     pixels: int  # core pixels written
     class_counts: tuple[int, ...]  # core data pixels per class id (nodata pixels not counted)
     nodata: bool = False  # the core was all nodata: written as zeros, never sent to the model
-    stored: dict[str, Any] | None = None  # chunk key -> checksum record (pipeline.integrity)
+    stored: dict[str, Any] | None = None  # chunk key -> checksum record (pipeline.state.integrity)
 
 
 @dataclass(frozen=True)

@@ -7,8 +7,8 @@ import os
 import sys
 from collections.abc import Iterator
 
+from pipeline.execute.raylife import DEFAULT_CONNECT_TIMEOUT_S, connect, start_private
 from pipeline.parsing import check_num_cpus
-from pipeline.raylife import DEFAULT_CONNECT_TIMEOUT_S, connect, start_private
 
 __all__ = ["ray_session"]
 
@@ -29,9 +29,9 @@ def ray_session(
     ``address=None`` starts a private local Ray on 127.0.0.1 (no dashboard) and stops it at
     the end, unless ``RAY_ADDRESS`` is set (as inside ``ray job submit``): then that cluster is
     joined. "auto", "HOST:PORT" or "ray://HOST:PORT" connect to an existing cluster (left
-    running) within ``connect_timeout_s`` (:func:`pipeline.raylife.connect`). The private Ray
-    never outlives this process (:func:`pipeline.raylife.start_private`). An
-    already-initialised Ray is reused as is.
+    running) within ``connect_timeout_s`` (:func:`pipeline.execute.raylife.connect`). The
+    private Ray never outlives this process (:func:`pipeline.execute.raylife.start_private`).
+    An already-initialised Ray is reused as is.
     """
     check_num_cpus(num_cpus)
     address = address or os.environ.get("RAY_ADDRESS") or None

@@ -1,7 +1,7 @@
 """``hgn-pipeline verify --output OUT [--scene ID] [--repair]``: re-hash, report, repair.
 
 :func:`verify` re-reads every chunk the ledger recorded for each scene (or one scene) and
-compares its sha256 (:mod:`pipeline.ops.checks`); a recorded chunk that is gone is
+compares its sha256 (:mod:`pipeline.state.checks`); a recorded chunk that is gone is
 ``missing``, one whose bytes differ (or that exists where the ledger says nothing was
 stored) is ``damaged``, and the chunks of units no run finished are ``not computed``.
 
@@ -23,11 +23,11 @@ from typing import Any
 from pipeline.catalog import Catalog, SceneInfo, catalog
 from pipeline.config import RunConfig, load_config
 from pipeline.errors import ConfigError, LedgerMismatchError, OutputNotFoundError
-from pipeline.integrity import PYRAMID_UNIT, SceneIntegrity
 from pipeline.io.omezarr import SceneWriter
-from pipeline.ledger import OUTPUT_SETTINGS, Ledger, RunFingerprint
-from pipeline.ops.checks import current_ledger, inspect_scene
 from pipeline.query import OutputStore
+from pipeline.state.checks import current_ledger, inspect_scene
+from pipeline.state.integrity import PYRAMID_UNIT, SceneIntegrity
+from pipeline.state.ledger import OUTPUT_SETTINGS, Ledger, RunFingerprint
 from pipeline.storage import resolve_url
 
 __all__ = ["RepairResult", "VerifyReport", "repair", "verify"]
@@ -133,9 +133,9 @@ def repair(
     session: Any | None = None,
 ) -> RepairResult:
     """Recompute the damaged scenes' missing / damaged units (see module docstring)."""
-    from pipeline.resume import model_identity
     from pipeline.run import run_pipeline
-    from pipeline.runlock import RunLock
+    from pipeline.run.resume import model_identity
+    from pipeline.state.runlock import RunLock
 
     so = dict(storage_options or {})
     url = resolve_url(output_url)

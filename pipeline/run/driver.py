@@ -19,12 +19,12 @@ from pipeline.catalog import Catalog, catalog
 from pipeline.config import RunConfig
 from pipeline.execute import Executor, LocalExecutor, RayExecutor
 from pipeline.names import check_run_id
-from pipeline.report import RunManifest, SceneReport, render_summary, write_manifest
 from pipeline.retries import install as count_storage_retries
 from pipeline.retries import take as retries_take
 from pipeline.run.outputs import prepare_outputs
 from pipeline.run.progress import RunProgress
 from pipeline.run.recorder import Recorder
+from pipeline.run.report import RunManifest, SceneReport, render_summary, write_manifest
 from pipeline.run.request import RunRequest, RunResult, new_run_id
 from pipeline.run.scheduler import ChunkLedger, MemoryLedger, batches, plan_work, read_ledger
 from pipeline.storage import check_output_location, resolve_url, storage_options_from

@@ -15,7 +15,7 @@ from typing import Any
 
 from pipeline.config import RunConfig
 from pipeline.execute import ModelInfo
-from pipeline.report import RunManifest
+from pipeline.run.report import RunManifest
 from pipeline.run.scheduler import SceneWork
 
 __all__ = ["CREATE_THREADS", "prepare_outputs"]

@@ -16,10 +16,10 @@ from typing import Any
 
 from pipeline.errors import kind_of
 from pipeline.execute import BatchResult, Executor, FinalizeResult, PoolEvent
-from pipeline.integrity import PYRAMID_UNIT
-from pipeline.report import RunManifest, SceneReport
 from pipeline.run.progress import RunProgress
+from pipeline.run.report import RunManifest, SceneReport
 from pipeline.run.scheduler import ChunkLedger, SceneWork
+from pipeline.state.integrity import PYRAMID_UNIT
 
 __all__ = ["Recorder", "executor_section"]
 
@@ -81,7 +81,7 @@ class Recorder:
         try:
             fin = fut.result()
             error, kind = fin.error, fin.error_kind
-            if not error:  # the pyramid's checksums, beside its units' (pipeline.integrity)
+            if not error:  # the pyramid's checksums, beside its units' (pipeline.state.integrity)
                 self.ledger.mark_done(w.info.scene_id, PYRAMID_UNIT, w.token,
                                       {"stored": fin.stored})
             r.timings["finalize"] = fin.seconds

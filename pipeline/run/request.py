@@ -13,7 +13,7 @@ from typing import Any
 from rich.console import Console
 
 from pipeline.config import RunConfig
-from pipeline.report import RunManifest
+from pipeline.run.report import RunManifest
 
 __all__ = ["RunRequest", "RunResult", "new_run_id"]
 

@@ -1,6 +1,6 @@
 """Scheduling: catalog scenes -> planned work -> batches, with the ledger asked in bulk.
 
-Per scene: check it can run (:func:`~pipeline.preflight.scene_problem`), plan its unit grid,
+Per scene: check it can run (:func:`~pipeline.plan.preflight.scene_problem`), plan its unit grid,
 make the :class:`SceneJob` workers get, and compute its resume token. The ledger is asked once
 per scene for every unit it already has (one listing, not a request per unit); the batches
 hold only what is missing, same-shape units together so a GPU runs each batch in one call.
@@ -18,8 +18,8 @@ from pipeline.config import RunConfig
 from pipeline.errors import OutputError
 from pipeline.execute import Batch, ModelInfo, SceneJob
 from pipeline.plan import Plan, SceneGrid, WorkUnit, plan_archive, plan_scene, plan_token
-from pipeline.preflight import scene_bands, scene_problem, value_range_problem
-from pipeline.report import SceneReport
+from pipeline.plan.preflight import scene_bands, scene_problem, value_range_problem
+from pipeline.run.report import SceneReport
 
 __all__ = [
     "ChunkLedger",
@@ -39,7 +39,7 @@ class ChunkLedger(Protocol):
     ``done_chunks`` answers for a whole scene at once; ``mark_done`` is called only after the
     unit's write succeeded, with ``info`` ``{"pixels": n, "class_counts": [...]}`` for
     reports. Both must only count the same scene, unit id and token, so a resume never mixes
-    configs. (:class:`pipeline.ledger.Ledger` is the persistent one.)
+    configs. (:class:`pipeline.state.ledger.Ledger` is the persistent one.)
     """
 
     def done_chunks(self, scene_id: str, token: str) -> set[str]: ...

@@ -48,7 +48,7 @@ def _georef(scene: Scene) -> dict[str, Any] | None:
 
 def scene_meta(scene: Scene) -> dict[str, Any]:
     """What the map page needs: grid, zooms, layers (with why one is missing), classes."""
-    from pipeline.io.change_layer import read_change_attrs
+    from pipeline.io.omezarr import read_change_attrs
 
     view = scene.view
     change = read_change_attrs(view.url, scene.so)
@@ -98,7 +98,7 @@ def _lonlat(scene: Scene, x: float, y: float) -> list[float] | None:
 def _change_classes(scene: Scene) -> tuple[dict[int, str], dict[int, str]]:
     """Class names (previous, current) of the change layer: the tables may differ."""
     def make() -> tuple[dict[int, str], dict[int, str]]:
-        from pipeline.io.change_layer import read_change_attrs
+        from pipeline.io.omezarr import read_change_attrs
 
         m = (read_change_attrs(scene.view.url, scene.so) or {}).get("matrix") or {}
         now = [n for n, _ in scene.view.classes]
@@ -111,7 +111,7 @@ def _change_classes(scene: Scene) -> tuple[dict[int, str], dict[int, str]]:
 def point(scene: Scene, x: float, y: float) -> dict[str, Any]:
     """Class, confidence and change at level-0 pixel (x, y) (column, row; may be fractional)."""
     from pipeline.change import BASE
-    from pipeline.io.change_layer import open_change_level
+    from pipeline.io.omezarr import open_change_level
 
     view = scene.view
     col, row = int(np.floor(x)), int(np.floor(y))
@@ -146,7 +146,7 @@ def point(scene: Scene, x: float, y: float) -> dict[str, Any]:
 
 
 def _manifest_rows(reg: SceneRegistry, scene_id: str | None) -> list[dict[str, Any]]:
-    from pipeline.hgnstore import HGN_DIR
+    from pipeline.state.hgnstore import HGN_DIR
     from pipeline.storage import get_fs, join_url, strip_protocol
 
     fs = get_fs(reg.store.url, reg.so)
@@ -179,8 +179,8 @@ def _manifest_rows(reg: SceneRegistry, scene_id: str | None) -> list[dict[str, A
 
 def history(reg: SceneRegistry, scene_id: str | None = None) -> dict[str, Any]:
     """Nightly history (log lines + reports) and run manifests, newest first."""
-    from pipeline.nightly import read_history
-    from pipeline.previous import previous_versions
+    from pipeline.ops.nightly import read_history
+    from pipeline.ops.previous import previous_versions
 
     lines, reports = read_history(reg.store.url, reg.so)
     nights = [{k: r.get(k) for k in ("run_id", "started", "finished", "summary",

@@ -117,7 +117,7 @@ def _routes(reg: SceneRegistry) -> list[Any]:
         return _json(api.point(scene_of(request), x, y))
 
     def changes(request: Request) -> Response:
-        from pipeline.diff import read_changes
+        from pipeline.ops.diff import read_changes
 
         sc = scene_of(request)
         return _json(read_changes(sc.view, reg.so).to_dict())

@@ -40,7 +40,7 @@ class Scene:
     @property
     def version(self) -> str:
         """Changes whenever a run or a diff rewrites the store (tile URLs carry it)."""
-        from pipeline.io.change_layer import read_change_attrs
+        from pipeline.io.omezarr import read_change_attrs
 
         if "version" not in self._cache:
             h = self.view.hgn
@@ -129,6 +129,7 @@ def source_reader(scene: Scene) -> tuple[Any, list[int]] | None:
 
 def _open_source(scene: Scene) -> tuple[Any, list[int]] | None:
     from pipeline.io.readers import open_scene
+    from pipeline.query.preview import display_bands
     from pipeline.scene import SceneInfo
 
     hgn = scene.view.hgn
@@ -144,10 +145,7 @@ def _open_source(scene: Scene) -> tuple[Any, list[int]] | None:
         reader.read(0, 1, 0, 1)  # opens it: a moved or unreadable input fails here
     except Exception:  # any reason the source cannot be shown: the labels still can
         return None
-    bands = list((hgn.get("config") or {}).get("bands") or range(info.bands))
-    if max(bands) >= info.bands:  # the run read this scene as stored
-        bands = list(range(info.bands))
-    return reader, (bands[:3] if len(bands) >= 3 else [bands[0]] * 3)
+    return reader, display_bands(hgn, info)
 
 
 def source_stretch(scene: Scene) -> tuple[np.ndarray, np.ndarray]:

@@ -57,14 +57,9 @@ def _labels_lut(scene: Scene) -> np.ndarray:
 
 def _change_lut(scene: Scene) -> np.ndarray:
     def make() -> np.ndarray:
-        import zarr
+        from pipeline.io.omezarr import CHANGE_LAYER, open_group
 
-        from pipeline.io.change_layer import CHANGE_LAYER
-        from pipeline.storage import is_remote
-
-        kw = {"storage_options": scene.so} if is_remote(scene.view.url) else {}
-        group = zarr.open_group(store=scene.view.url, path=f"labels/{CHANGE_LAYER}", mode="r",
-                                **kw)
+        group = open_group(scene.view.url, scene.so, "r", f"labels/{CHANGE_LAYER}")
         lut = np.zeros((1 << 16, 4), np.uint8)
         for c in group.attrs["ome"]["image-label"]["colors"]:
             lut[int(c["label-value"])] = c["rgba"]
@@ -111,7 +106,7 @@ def _layer_rgba(scene: Scene, layer: str, level: int, f: int, box: tuple[int, ..
     if layer == "source":
         return _source_rgba(scene, level, f, box)
     if layer == "change":
-        from pipeline.io.change_layer import open_change_level
+        from pipeline.io.omezarr import open_change_level
 
         y0, y1, x0, x1 = box
         try:
