@@ -126,74 +126,104 @@ def _levels(url: str, scene: str, so: dict[str, Any]) -> list[Any]:
             for k in range(w.levels)]
 
 
-def bench(args: argparse.Namespace, work: Path) -> dict[str, Any]:
-    import numpy as np
-    from _faultproxy import FaultProxy
+def _upload_archive(work: Path, weed: Weed) -> str:
+    """Once the server is up, copy the local archive to bucket bench-in; its URL."""
+    weed.wait_ready()
+    fs = weed.fs()
+    for bucket in ("bench-in", "bench-out"):
+        if not fs.exists(bucket):
+            fs.mkdir(bucket)
+    fs.put(str(work / "archive") + "/", "bench-in/archive/", recursive=True)
+    return "s3://bench-in/archive"
 
-    from hgn_model.data.synthetic import make_archive
-    from pipeline.config import load_config
-    from pipeline.execute import RayExecutor, ray_session
+
+def _one_run(
+    name: str, i: int, src: str, cfg: Any, ex: Any, proxy: Any, weed: Weed
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """One resumable run into a fresh prefix: its record, and the run manifest."""
     from pipeline.run.report import read_manifest
     from pipeline.run.resume import run_resumable
 
+    before = Counter(proxy.stats)
+    out = f"s3://bench-out/{name}-{i}"
+    t = time.perf_counter()
+    res = run_resumable(src, out, cfg, executor=ex, run_id=f"{name}-{i}")
+    wall = time.perf_counter() - t
+    stats = Counter(proxy.stats)
+    stats.subtract(before)
+    m = read_manifest(res.run.manifest_url, weed.options)
+    record = {
+        "wall_s": round(wall, 3), "ok": res.run.ok, "output": out,
+        "requests": sum(stats.values()),
+        "faults": {f"{m_} {k}": n for (m_, k), n in sorted(stats.items()) if k != "ok" and n},
+        "io_retries": m["summary"]["io_retries"],
+        "storage_retries": m["summary"]["storage_retries"],
+    }
+    return record, m
+
+
+def _timed_runs(
+    args: argparse.Namespace, src: str, weed: Weed
+) -> tuple[dict[str, list[dict[str, Any]]], list[str]]:
+    """Clean and flaky runs, alternating, on one Ray and one actor pool; runs and scene ids."""
+    from _faultproxy import FaultProxy
+
+    from pipeline.config import load_config
+    from pipeline.execute import RayExecutor, ray_session
+
+    with (
+        FaultProxy(weed.endpoint, rate=0.0) as clean_proxy,
+        FaultProxy(weed.endpoint, rate=args.rate, seed=args.seed) as flaky_proxy,
+        ray_session(None, num_cpus=args.cpus),
+    ):
+        proxies = {"clean": clean_proxy, "flaky": flaky_proxy}
+        cfgs = {
+            name: load_config(overrides=dict(
+                chunk=CHUNK, halo=HALO, batch_size=1, checkpoint=args.checkpoint,
+                io_retries=3, io_backoff_s=0.2,
+                s3={"endpoint_url": p.url, "key": weed.key, "secret": weed.secret}))
+            for name, p in proxies.items()
+        }
+        runs: dict[str, list[dict[str, Any]]] = {"clean": [], "flaky": []}
+        with RayExecutor.from_config(cfgs["clean"]) as ex:
+            for i in range(args.repeats):
+                for name in ("clean", "flaky"):
+                    print(f"  {name} run {i + 1}/{args.repeats} ...", file=sys.stderr,
+                          flush=True)
+                    record, m = _one_run(name, i, src, cfgs[name], ex, proxies[name], weed)
+                    runs[name].append(record)
+        scenes = [s["scene_id"] for s in m["scenes"]]
+    return runs, scenes
+
+
+def _differences(
+    runs: dict[str, list[dict[str, Any]]], scenes: list[str], weed: Weed
+) -> list[tuple[str, str, int, int]]:
+    """(output, scene, array index, differing pixels) of every run unlike the first clean one."""
+    import numpy as np
+
+    ref = {s: _levels(runs["clean"][0]["output"], s, weed.options) for s in scenes}
+    differences = []
+    for r in runs["flaky"] + runs["clean"][1:]:
+        for s in scenes:
+            for i, (a, b) in enumerate(
+                    zip(_levels(r["output"], s, weed.options), ref[s], strict=True)):
+                if not np.array_equal(a, b):
+                    differences.append((r["output"], s, i, int((a != b).sum())))
+    return differences
+
+
+def bench(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    from hgn_model.data.synthetic import make_archive
+
     print("building the archive and starting the S3 server ...", file=sys.stderr, flush=True)
-    local = work / "archive"
-    make_archive(local, seeds=range(300, 300 + args.scenes), sizes=(args.size, args.size),
-                 chunks=256)
+    make_archive(work / "archive", seeds=range(300, 300 + args.scenes),
+                 sizes=(args.size, args.size), chunks=256)
     weed = Weed(work / "weed")
     try:
-        weed.wait_ready()
-        fs = weed.fs()
-        for bucket in ("bench-in", "bench-out"):
-            if not fs.exists(bucket):
-                fs.mkdir(bucket)
-        fs.put(str(local) + "/", "bench-in/archive/", recursive=True)
-        src = "s3://bench-in/archive"
-        with (
-            FaultProxy(weed.endpoint, rate=0.0) as clean_proxy,
-            FaultProxy(weed.endpoint, rate=args.rate, seed=args.seed) as flaky_proxy,
-            ray_session(None, num_cpus=args.cpus),
-        ):
-            proxies = {"clean": clean_proxy, "flaky": flaky_proxy}
-            cfgs = {
-                name: load_config(overrides=dict(
-                    chunk=CHUNK, halo=HALO, batch_size=1, checkpoint=args.checkpoint,
-                    io_retries=3, io_backoff_s=0.2,
-                    s3={"endpoint_url": p.url, "key": weed.key, "secret": weed.secret}))
-                for name, p in proxies.items()
-            }
-            runs: dict[str, list[dict[str, Any]]] = {"clean": [], "flaky": []}
-            with RayExecutor.from_config(cfgs["clean"]) as ex:
-                for i in range(args.repeats):
-                    for name in ("clean", "flaky"):
-                        print(f"  {name} run {i + 1}/{args.repeats} ...", file=sys.stderr,
-                              flush=True)
-                        before = Counter(proxies[name].stats)
-                        out = f"s3://bench-out/{name}-{i}"
-                        t = time.perf_counter()
-                        res = run_resumable(src, out, cfgs[name], executor=ex,
-                                            run_id=f"{name}-{i}")
-                        wall = time.perf_counter() - t
-                        stats = Counter(proxies[name].stats)
-                        stats.subtract(before)
-                        m = read_manifest(res.run.manifest_url, weed.options)
-                        runs[name].append({
-                            "wall_s": round(wall, 3), "ok": res.run.ok, "output": out,
-                            "requests": sum(stats.values()),
-                            "faults": {f"{m_} {k}": n for (m_, k), n in sorted(stats.items())
-                                       if k != "ok" and n},
-                            "io_retries": m["summary"]["io_retries"],
-                            "storage_retries": m["summary"]["storage_retries"],
-                        })
-            scenes = [s["scene_id"] for s in m["scenes"]]
-        ref = {s: _levels(runs["clean"][0]["output"], s, weed.options) for s in scenes}
-        differences = []  # (output, scene, array index, differing pixels)
-        for r in runs["flaky"] + runs["clean"][1:]:
-            for s in scenes:
-                for i, (a, b) in enumerate(
-                        zip(_levels(r["output"], s, weed.options), ref[s], strict=True)):
-                    if not np.array_equal(a, b):
-                        differences.append((r["output"], s, i, int((a != b).sum())))
+        src = _upload_archive(work, weed)
+        runs, scenes = _timed_runs(args, src, weed)
+        differences = _differences(runs, scenes, weed)
         identical = not differences
     finally:
         weed.stop()

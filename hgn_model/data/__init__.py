@@ -1,7 +1,7 @@
 """Data for HGN: the procedural UHR aerial benchmark (``hgn_model.data.synthetic``).
 
-The names below resolve lazily, so ``python -m hgn_model.data.synthetic`` runs the module
-once (an eager import here would make runpy warn about a module imported twice).
+The names below resolve lazily, so importing ``hgn_model.data`` (or ``hgn_model``) does not
+load the generator and its numpy/scipy/PIL imports until a name is used.
 """
 
 from __future__ import annotations
