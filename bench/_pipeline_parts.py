@@ -80,7 +80,7 @@ def _forward_share(args: tuple) -> tuple[float, float]:
     seg = Segmenter.from_checkpoint(checkpoint, threads=1)
     inputs, _ = _model_inputs(Path(archive), share, of)
     seg.predict(inputs[0])  # warm-up
-    barrier.wait()  # start together
+    barrier.wait(timeout=600)  # start together (a share that failed breaks it, never a hang)
     t0 = time.time()
     for x in inputs:
         seg.predict(x, return_confidence=True)
@@ -107,13 +107,15 @@ def part_model(archive: Path, out: Path, checkpoint: str, cpus: int) -> dict:
         for x in inputs:
             seg.predict(x, return_confidence=True)
         threads_wall = time.perf_counter() - t
+    procs = min(cpus, len(inputs))  # every process needs a share of at least one window
     del seg, inputs
     ctx = mp.get_context("spawn")
-    with ctx.Manager() as manager, ProcessPoolExecutor(cpus, mp_context=ctx) as pool:
-        barrier = manager.Barrier(cpus)
+    with ctx.Manager() as manager, ProcessPoolExecutor(procs, mp_context=ctx) as pool:
+        barrier = manager.Barrier(procs)
         spans = list(
             pool.map(
-                _forward_share, [(str(archive), checkpoint, i, cpus, barrier) for i in range(cpus)]
+                _forward_share, [(str(archive), checkpoint, i, procs, barrier)
+                                 for i in range(procs)]
             )
         )
     procs_wall = max(e for _, e in spans) - min(s for s, _ in spans)
