@@ -128,7 +128,10 @@ def test_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(
     with pytest.raises(Killed):
         train(cut, log=lambda m: None, progress=progress)
     assert not (tmp_path / "b" / "m.safetensors").exists()
-    train(cut, log=lambda m: None, resume=True)
+    saved = json.loads((tmp_path / "b" / "m_train" / "step_00000003.state.json").read_text())
+    _, final = train(cut, log=lambda m: None, resume=True)
+    # the recorded wall time adds the killed process's steps to the resumed ones
+    assert final.training["train_seconds"] >= saved["train_seconds"] > 0
     a = load_file(str(tmp_path / "a" / "m.safetensors"))
     b = load_file(str(tmp_path / "b" / "m.safetensors"))
     assert a.keys() == b.keys()

@@ -150,6 +150,8 @@ class _Run:
         self.scaler = torch.amp.GradScaler("cuda") if self.amp == torch.float16 else None
         self.step_no, self.best, self.history = 0, -math.inf, []
         self.token: str | None = None
+        # training wall time of earlier processes of this run (resumed) and this one's start
+        self.seconds_before, self.t_train = 0.0, time.perf_counter()
         # decoupled: batch_size detail crops from batch_size / per_context contexts; else
         # (context = crop) batch_size plain crops
         contexts = cfg.contexts_per_step if self.size > cfg.crop else cfg.batch_size
@@ -221,6 +223,7 @@ class _Run:
             torch.distributed.all_gather_object(ranks, mine)
         sched = {k: v for k, v in self.sched.state_dict().items() if k != "lr_lambdas"}
         return tensors, {"optimizer": meta, "scheduler": sched, "best": self.best,
+                         "train_seconds": round(self.train_seconds(), 1),
                          "world": self.rank.world, "ranks": [json.loads(r) for r in ranks],
                          "run": self.token}
 
@@ -239,6 +242,11 @@ class _Run:
         torch.set_rng_state(torch.tensor(mine["torch_rng"], dtype=torch.uint8))
         self.feed.set_rng_states(mine["numpy_rng"])
         self.best, self.step_no = float(meta["best"]), int(meta["step"])
+        self.seconds_before = float(meta.get("train_seconds", 0.0))
+
+    def train_seconds(self) -> float:
+        """Wall time of the steps that made these weights, over every resumed process."""
+        return self.seconds_before + time.perf_counter() - self.t_train
 
 
 _SECRET_WORDS = ("key", "secret", "token", "password")
@@ -288,7 +296,7 @@ def run_training(cfg: TrainConfig, log: Callable[[str], None] = print, resume: b
     log(f"data ready in {time.perf_counter() - t0:.1f}s: {len(run.plan.train)} training "
         f"scenes, context {run.size} px, crop {cfg.crop} px, {cfg.batch_size} crops per step")
     every = cfg.checkpoint_every or cfg.eval_every
-    t_train, t_step = time.perf_counter(), time.perf_counter()
+    run.t_train = t_step = time.perf_counter()
     losses: list[float] = []
     while run.step_no < cfg.steps:
         parts = run.step()
@@ -312,7 +320,7 @@ def run_training(cfg: TrainConfig, log: Callable[[str], None] = print, resume: b
             _save_state(run, store)
             if on_save is not None:
                 on_save(run.step_no)
-    train_seconds = time.perf_counter() - t_train
+    train_seconds = run.train_seconds()
     if every and store.latest() != run.step_no:  # the end state too: --resume --steps extends
         _save_state(run, store)
     metrics = _validate(run, store, evaluate_plan) if run.plan.val else {}
