@@ -87,6 +87,9 @@ class Segmenter:
         self.model = fuse_conv_bn(model.eval()).to(self.device)
         self.model = self.model.to(memory_format=torch.channels_last)
         self.size_divisor = int(getattr(model, "size_divisor", 32))
+        # ignore classes (a table's "nodata", "unlabelled") never trained: never predicted
+        ignored = [c.ignore for c in config.classes]
+        self._ignored = torch.tensor(ignored, device=self.device) if any(ignored) else None
 
     @classmethod
     def from_checkpoint(
@@ -218,6 +221,8 @@ class Segmenter:
         dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(self.precision)
         with torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None):
             logits = self.model.forward_train(x)["out"]
+        if self._ignored is not None:  # finite: bilinear weights of 0 times -inf would be NaN
+            logits = logits.masked_fill(self._ignored.view(1, -1, 1, 1), -1e4)
         lab, conf, probs = upsample_argmax(logits, x.shape[-2:], (h, w), want_conf, want_probs)
         return list(lab), _rows(conf), _rows(probs)
 

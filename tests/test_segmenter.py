@@ -66,6 +66,22 @@ def seg2() -> Segmenter:
     return Segmenter(_Probe(), cfg, device="cpu")
 
 
+def test_ignore_classes_are_never_predicted() -> None:
+    """A table's ignored class (say "nodata", id 0) got no training signal: never an output."""
+    classes = [ClassInfo(name=f"c{i}", color=(i, i, i, 255), ignore=i == 0) for i in range(3)]
+    seg = Segmenter(_Probe(), CheckpointConfig(arch="deep_only", classes=classes, input=V2_SPEC),
+                    device="cpu")
+    plain = Segmenter(_Probe(), CheckpointConfig(
+        arch="deep_only", classes=[c.model_copy(update={"ignore": False}) for c in classes],
+        input=V2_SPEC), device="cpu")
+    img = _scene_u8(3, (64, 80))
+    img[0, :32] = 255  # band 0 drives class 0's logit: its top half is class 0 unmasked
+    assert (plain.predict(img).labels == 0).mean() > 0.3
+    out = seg.predict(img, return_confidence=True, return_probs=True)
+    assert not (out.labels == 0).any() and not out.probs[0].any()  # probs: (K, H, W)
+    assert np.isfinite(out.probs).all() and out.confidence.min() > 0
+
+
 def _scene_u8(seed: int = 10, shape: tuple[int, int] = (96, 128)) -> np.ndarray:
     # values in 0..127 fit every integer dtype, int8 included
     return np.random.default_rng(seed).integers(0, 128, (3, *shape), dtype=np.uint8)
