@@ -40,6 +40,34 @@ AllowOpt = Annotated[bool, typer.Option(
     "damaged or not computed yet (reports their coverage); default: refuse, naming them.")]
 
 
+# The options of the commands that run the model (run, nightly).
+InputOpt = Annotated[
+    str, typer.Option("--input", "-i", help="Archive URL: local path, file:// or s3://b/p.")
+]
+RunConfigOpt = Annotated[
+    Path | None,
+    typer.Option("--config", "-c", help="Run config YAML (fields: see pipeline/config.py)."),
+]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option("--set", help="Override one config field, FIELD=VALUE (repeatable)."),
+]
+AddressOpt = Annotated[
+    str | None,
+    typer.Option("--address", help="Ray cluster: auto | HOST:PORT | ray://HOST:PORT. Omitted: "
+                 "a private local Ray on 127.0.0.1, started only if there is work, stopped at "
+                 "the end."),
+]
+NumCpusOpt = Annotated[
+    int | None, typer.Option("--num-cpus", help="CPUs of the private local Ray (default: all).")
+]
+LocalOpt = Annotated[bool, typer.Option(
+    "--local", help="No Ray: run in this process (small jobs, debugging), with "
+    "threads_per_actor torch threads: the same bytes as Ray actors at that setting.")]
+RunIdOpt = Annotated[str | None, typer.Option("--run-id", help="Run id (default: time-based).")]
+ProgressOpt = Annotated[bool, typer.Option(help="Show progress bars.")]
+
+
 def storage_options(config: Path | None) -> dict[str, Any]:
     from pydantic import ValidationError
 
@@ -81,13 +109,10 @@ def store(output: str, config: Path | None) -> Any:
     return OutputStore(output, storage_options(config))
 
 
-def run_body(fn: Any) -> None:
-    """Run a command body; pipeline errors become one red line and exit code 2."""
-    console = Console(stderr=True)
-    try:
+def run_body(fn: Callable[[], Any]) -> None:
+    """Run a command body under :func:`command_errors` (one red line, exit code 2)."""
+    with command_errors(Console(stderr=True)):
         fn()
-    except (PipelineError, ValueError, OSError) as exc:
-        raise fail(console, exc) from None
 
 
 def fail(console: Console, exc: BaseException, code: int = 2) -> typer.Exit:
@@ -122,31 +147,3 @@ def session_factory(local: bool, address: str | None, num_cpus: int | None,
     from pipeline.execute import ray_session
 
     return lambda: ray_session(address, num_cpus=num_cpus, connect_timeout_s=connect_timeout_s)
-
-
-# The options of the commands that run the model (run, nightly).
-InputOpt = Annotated[
-    str, typer.Option("--input", "-i", help="Archive URL: local path, file:// or s3://b/p.")
-]
-RunConfigOpt = Annotated[
-    Path | None,
-    typer.Option("--config", "-c", help="Run config YAML (fields: see pipeline/config.py)."),
-]
-SetOpt = Annotated[
-    list[str] | None,
-    typer.Option("--set", help="Override one config field, FIELD=VALUE (repeatable)."),
-]
-AddressOpt = Annotated[
-    str | None,
-    typer.Option("--address", help="Ray cluster: auto | HOST:PORT | ray://HOST:PORT. Omitted: "
-                 "a private local Ray on 127.0.0.1, started only if there is work, stopped at "
-                 "the end."),
-]
-NumCpusOpt = Annotated[
-    int | None, typer.Option("--num-cpus", help="CPUs of the private local Ray (default: all).")
-]
-LocalOpt = Annotated[bool, typer.Option(
-    "--local", help="No Ray: run in this process (small jobs, debugging), with "
-    "threads_per_actor torch threads: the same bytes as Ray actors at that setting.")]
-RunIdOpt = Annotated[str | None, typer.Option("--run-id", help="Run id (default: time-based).")]
-ProgressOpt = Annotated[bool, typer.Option(help="Show progress bars.")]

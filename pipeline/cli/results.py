@@ -7,6 +7,7 @@ Mounted on the main app in :mod:`pipeline.cli.main`. Thin: parse options, call
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -39,6 +40,21 @@ def _print_matrix(m: ChangeMatrix) -> None:
         Console(stderr=True).print(m.note, highlight=False)
 
 
+def _show_matrix(get: Callable[[], ChangeMatrix], fmt: str) -> None:
+    """Print the change matrix ``get()`` returns as a table or as JSON, errors as one line."""
+
+    def body() -> None:
+        if fmt not in ("table", "json"):
+            raise typer.BadParameter(f"--format {fmt!r}: use table or json")
+        m = get()
+        if fmt == "json":
+            typer.echo(m.to_json())
+        else:
+            _print_matrix(m)
+
+    run_body(body)
+
+
 def diff_cmd(
     output: OutputOpt,
     scene: SceneOpt,
@@ -56,16 +72,7 @@ def diff_cmd(
     """
     from pipeline.ops.diff import diff_scene
 
-    def body() -> None:
-        if fmt not in ("table", "json"):
-            raise typer.BadParameter(f"--format {fmt!r}: use table or json")
-        m = diff_scene(output, scene, against, storage_options(config))
-        if fmt == "json":
-            typer.echo(m.to_json())
-        else:
-            _print_matrix(m)
-
-    run_body(body)
+    _show_matrix(lambda: diff_scene(output, scene, against, storage_options(config)), fmt)
 
 
 def changes_cmd(
@@ -78,17 +85,11 @@ def changes_cmd(
     from pipeline.ops.diff import read_changes
     from pipeline.query import OutputStore
 
-    def body() -> None:
-        if fmt not in ("table", "json"):
-            raise typer.BadParameter(f"--format {fmt!r}: use table or json")
+    def matrix() -> ChangeMatrix:
         so = storage_options(config)
-        m = read_changes(OutputStore(output, so).scene(scene), so)
-        if fmt == "json":
-            typer.echo(m.to_json())
-        else:
-            _print_matrix(m)
+        return read_changes(OutputStore(output, so).scene(scene), so)
 
-    run_body(body)
+    _show_matrix(matrix, fmt)
 
 
 def serve_cmd(
