@@ -24,7 +24,6 @@ import numpy as np
 __all__ = [
     "DEMO_SCENES",
     "build_archive",
-    "class_iou",
     "confusion_matrix",
     "label_arrays",
     "main",
@@ -75,21 +74,23 @@ def build_archive(root: Path, in_channels: int) -> list[str]:
 # ------------------------------------------------------------------ accuracy (Dask reductions)
 
 
-def label_arrays(
-    output_url: str, scene_id: str, info: Any, storage_options: dict[str, Any] | None = None
-) -> tuple[Any, Any]:
-    """Lazy Dask arrays (prediction, ground truth) of a scene; truth needs ``info.ground_truth``."""
+def label_arrays(view: Any, info: Any, storage_options: dict[str, Any] | None = None
+                 ) -> tuple[Any, Any]:
+    """Lazy Dask arrays (prediction, ground truth) of a scene; truth needs ``info.ground_truth``.
+
+    ``view`` is the scene's :class:`pipeline.query.SceneView`: the labels are read where the
+    query layer says they are.
+    """
     import dask.array as da
     import zarr
 
-    from pipeline.io.omezarr import LABELS_LAYER, scene_store_url
+    from pipeline.io.omezarr import LABELS_LAYER, read_array
     from pipeline.storage import open_kwargs
 
     if info.ground_truth is None:
-        raise ValueError(f"scene {scene_id!r} has no ground-truth labels array next to its image")
-    store = scene_store_url(output_url, scene_id)
-    pred = zarr.open_array(store, path=f"labels/{LABELS_LAYER}/0", mode="r",
-                           **open_kwargs(store, storage_options))
+        raise ValueError(f"scene {view.scene_id!r} has no ground-truth labels array next to "
+                         "its image")
+    pred = read_array(view.url, view.array_path(LABELS_LAYER, 0), storage_options)
     truth = zarr.open_array(info.url, path=info.ground_truth, mode="r",
                             **open_kwargs(info.url, storage_options))
     return da.from_zarr(pred), da.from_zarr(truth)
@@ -111,14 +112,6 @@ def confusion_matrix(pred: Any, truth: Any, num_classes: int) -> np.ndarray:
     idx = da.where((p < k) & (t < k), t * k + p, k * k)  # k*k: out-of-range bin, dropped
     counts = da.bincount(idx.ravel(), minlength=k * k + 1)
     return np.asarray(counts.compute()[: k * k]).reshape(k, k)
-
-
-def class_iou(cm: np.ndarray) -> np.ndarray:
-    """Per-class IoU from a confusion matrix (NaN where a class is absent from both)."""
-    tp = np.diag(cm).astype(np.float64)
-    denom = cm.sum(0) + cm.sum(1) - tp
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(denom > 0, tp / denom, np.nan)
 
 
 # ------------------------------------------------------------------ preview
@@ -212,12 +205,15 @@ def _settings(args: argparse.Namespace, console: Any) -> tuple[Any, Any] | None:
 def _score(rep: Any, info: Any, output: Path, names: list[str], console: Any
            ) -> tuple[str, np.ndarray, np.ndarray, np.ndarray]:
     """Print one scene's IoU and areas; its preview row (image, truth, prediction)."""
-    from pipeline.io.omezarr import SceneWriter
+    from hgn_model.evaluate import ConfusionMatrix
     from pipeline.io.readers import open_scene
+    from pipeline.query import OutputStore
 
-    writer = SceneWriter.open(str(output), rep.scene_id)
-    cm = confusion_matrix(*label_arrays(str(output), rep.scene_id, info), len(names))
-    iou = class_iou(cm)
+    view = OutputStore(str(output)).scene(rep.scene_id)
+    scores = ConfusionMatrix(len(names))
+    scores.matrix += confusion_matrix(*label_arrays(view, info), len(names))
+    report = scores.report(names)
+    cm, iou = scores.matrix, report.iou
     fg = [i for i in range(1, len(names)) if cm[i].sum() > 0]
     miou = float(np.nanmean(iou[fg])) if fg else float("nan")
     areas = ", ".join(
@@ -227,8 +223,7 @@ def _score(rep: Any, info: Any, output: Path, names: list[str], console: Any
     )
     console.print(
         f"  [bold]{rep.scene_id}[/] ({info.height}x{info.width}, {info.dtype}, "
-        f"{info.bands} bands): mIoU {miou:.3f}, pixel acc "
-        f"{np.trace(cm) / cm.sum():.3f}",
+        f"{info.bands} bands): mIoU {miou:.3f}, pixel acc {report.pixel_accuracy:.3f}",
         highlight=False,
     )
     console.print(f"    areas: {areas}", highlight=False, soft_wrap=True)
@@ -237,12 +232,12 @@ def _score(rep: Any, info: Any, output: Path, names: list[str], console: Any
         highlight=False,
         soft_wrap=True,
     )
-    level = min(2, writer.levels - 1)
+    level = min(2, view.levels - 1)
     f = 2**level
     reader = open_scene(info)
     img = reader.read(0, info.height, 0, info.width)[:, ::f, ::f]
     truth = reader.read_ground_truth()[::f, ::f]
-    return rep.scene_id, img, truth, writer.read_level(level)
+    return rep.scene_id, img, truth, view.read(level=level)
 
 
 def main(argv: list[str] | None = None) -> int:
