@@ -180,6 +180,17 @@ class Archive:
     skipped: dict[str, str] = field(default_factory=dict)  # path -> substring of its reason
 
 
+@pytest.fixture(params=["local", pytest.param("s3", marks=pytest.mark.s3)])
+def output(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, dict | None]:
+    """(output URL, the run config's ``s3`` section that reaches it): a local folder, then S3."""
+    if request.param == "local":
+        return str(tmp_path / "out"), None
+    server = request.getfixturevalue("s3_server")
+    bucket = request.getfixturevalue("s3_bucket")
+    return f"{bucket}/labels", {"endpoint_url": server.endpoint_url, "key": server.key,
+                                "secret": server.secret}
+
+
 def _write_zarr(path: Path, data: Any, chunks: tuple[int, ...], zarr_format: int = 3) -> None:
     import zarr
 

@@ -23,6 +23,7 @@ import pytest
 import ray
 import ray.cloudpickle
 from _standin import SlowLoader, TinyLoader, smooth_image, write_zarr_scene
+from _threads import run_in_thread
 
 from pipeline.config import load_config
 from pipeline.errors import PipelineError, PoolLostError
@@ -132,20 +133,6 @@ class _CountingLedger(MemoryLedger):
         self.count += 1
 
 
-def _in_thread(fn) -> tuple[threading.Thread, dict[str, Any]]:
-    box: dict[str, Any] = {}
-
-    def target() -> None:
-        try:
-            box["result"] = fn()
-        except BaseException as e:  # re-raised by the test
-            box["error"] = e
-
-    t = threading.Thread(target=target, daemon=True)
-    t.start()
-    return t, box
-
-
 def _wait(cond, what: str, timeout: float = TIMEOUT_S) -> None:
     deadline = time.monotonic() + timeout
     while not cond():
@@ -189,7 +176,7 @@ def test_nodes_joining_mid_run_get_actors_and_units_and_no_demand_is_left(
     with RayExecutor.from_config(cfg, SlowLoader(0.4)) as ex:
         assert len(ex.workers) == 1
         _wait(lambda: _actor_demand() == 3, "3 pending actors as demand")
-        thread, box = _in_thread(lambda: run_pipeline(
+        thread, box = run_in_thread(lambda: run_pipeline(
             str(archive), str(tmp_path / "out"), cfg, executor=ex, ledger=ledger, run_id="grow"))
         _wait(lambda: ledger.count >= 4 or not thread.is_alive(), "4 units on one node")
         assert thread.is_alive(), f"run ended before nodes joined: {box}"
@@ -224,7 +211,7 @@ def test_a_node_removed_mid_run_costs_only_its_in_flight_work_and_a_new_node_tak
     ledger = _CountingLedger()
     with RayExecutor.from_config(cfg, SlowLoader(0.3)) as ex:
         assert len(ex.workers) == 2 and doomed.node_id in {w.node for w in ex.workers}
-        thread, box = _in_thread(lambda: run_pipeline(
+        thread, box = run_in_thread(lambda: run_pipeline(
             str(archive), str(tmp_path / "out"), cfg, executor=ex, ledger=ledger, run_id="loss"))
         _wait(lambda: ledger.count >= 8 or not thread.is_alive(), "8 units on two nodes")
         assert thread.is_alive(), f"run ended before the node died: {box}"
@@ -255,7 +242,7 @@ def test_a_sigkilled_actor_whose_replacement_never_starts_does_not_stall_the_run
     ledger = _CountingLedger()
     with RayExecutor.from_config(cfg, SlowLoader(0.15, gate=str(gate))) as ex:
         victim = ex.workers[0]
-        thread, box = _in_thread(lambda: run_pipeline(
+        thread, box = run_in_thread(lambda: run_pipeline(
             str(archive), str(tmp_path / "out"), cfg, executor=ex, ledger=ledger, run_id="kill"))
         _wait(lambda: ledger.count >= 6 or not thread.is_alive(), "6 units")
         assert thread.is_alive(), f"run ended before the kill: {box}"
@@ -289,7 +276,7 @@ def test_with_no_actor_left_the_run_stops_resumable_and_a_rerun_completes(
     monkeypatch.setattr(Ledger, "mark_done", lambda self, *a, **kw: (
         marked.append(a[1]), mark_done(self, *a, **kw)))
     with RayExecutor.from_config(cfg, SlowLoader(0.15)) as ex:
-        thread, box = _in_thread(lambda: run_resumable(
+        thread, box = run_in_thread(lambda: run_resumable(
             str(archive), str(out), cfg, executor=ex, run_id="stranded"))
         _wait(lambda: len(marked) >= 4 or not thread.is_alive(), "4 units")
         assert thread.is_alive(), f"run ended before the node died: {box}"

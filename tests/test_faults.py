@@ -14,7 +14,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ import pytest
 import ray
 from _faultproxy import KINDS, FaultProxy, Forced
 from _standin import smooth_image, write_zarr_scene
+from _threads import run_in_thread
 from _tiny_checkpoint import tiny_checkpoint
 
 from pipeline.config import load_config
@@ -110,20 +110,6 @@ def clean(ray_cluster, ckpt, archive, tmp_path_factory) -> dict[str, list[np.nda
     return {s: _levels(str(out), s) for s in SCENES}
 
 
-def _run_in_thread(fn) -> tuple[threading.Thread, dict[str, Any]]:
-    box: dict[str, Any] = {}
-
-    def target() -> None:
-        try:
-            box["result"] = fn()
-        except BaseException as e:  # re-raised by the test
-            box["error"] = e
-
-    t = threading.Thread(target=target, daemon=True)
-    t.start()
-    return t, box
-
-
 def _wait(cond, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not cond():
@@ -146,7 +132,7 @@ def test_sigkilled_model_actor_is_replaced_and_the_mosaic_is_bit_identical(
     victim = workers[0].pid
     assert victim != os.getpid() and len({w.pid for w in workers}) == 2
     try:
-        thread, box = _run_in_thread(lambda: run_pipeline(
+        thread, box = run_in_thread(lambda: run_pipeline(
             str(archive), str(tmp_path / "out"), cfg, executor=ex, ledger=ledger, run_id="kill"))
         _wait(lambda: ledger.count >= 3 or not thread.is_alive(), TIMEOUT_S, "3 finished units")
         assert thread.is_alive(), f"run ended before the kill: {box}"

@@ -6,7 +6,6 @@ import shutil
 from pathlib import Path
 
 import numpy as np
-import pytest
 from _standin import TinyLoader, smooth_image, write_zarr_scene
 from _tiny_checkpoint import tiny_checkpoint
 
@@ -16,17 +15,6 @@ from pipeline.execute import LocalExecutor
 from pipeline.io.omezarr import SceneWriter
 from pipeline.ops.nightly import nightly, read_history
 from pipeline.storage import storage_options_from
-
-
-@pytest.fixture(params=["local", pytest.param("s3", marks=pytest.mark.s3)])
-def output(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, dict | None]:
-    """(output URL, the run config's ``s3`` section that reaches it)."""
-    if request.param == "local":
-        return str(tmp_path / "out"), None
-    server = request.getfixturevalue("s3_server")
-    bucket = request.getfixturevalue("s3_bucket")
-    return f"{bucket}/labels", {"endpoint_url": server.endpoint_url, "key": server.key,
-                                "secret": server.secret}
 
 
 def _cfg(s3: dict | None):

@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pystac
 import pystac.validation
-import pytest
 from _standin import TinyLoader, smooth_image, write_zarr_scene
 from typer.testing import CliRunner
 
@@ -20,16 +19,6 @@ from pipeline.ops.nightly import nightly
 from pipeline.query import OutputStore
 from pipeline.run.report import read_manifest
 from pipeline.storage import get_fs, join_url, storage_options_from, strip_protocol
-
-
-@pytest.fixture(params=["local", pytest.param("s3", marks=pytest.mark.s3)])
-def output(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, dict | None]:
-    if request.param == "local":
-        return str(tmp_path / "out"), None
-    server = request.getfixturevalue("s3_server")
-    bucket = request.getfixturevalue("s3_bucket")
-    return f"{bucket}/labels", {"endpoint_url": server.endpoint_url, "key": server.key,
-                                "secret": server.secret}
 
 
 def _cfg(s3: dict | None, **kw):

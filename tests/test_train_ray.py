@@ -18,16 +18,22 @@ from hgn_model.checkpoint import read_config
 pytestmark = [pytest.mark.ray]
 
 
-def test_two_workers_end_with_identical_weights_and_a_falling_loss(tmp_path: Path) -> None:
+def _config(tmp_path: Path, **over) -> Path:
+    """train.yaml of a tiny HGN on Inria-style pairs, training checkpoints to run/model."""
     root = write_inria(tmp_path / "inria")
     cfg = {"model": "hgn", "model_cfg": {"width": 0.125}, "crop": 128, "batch_size": 2,
-           "threads": 1, "log_every": 1, "seed": 0, "steps": 30, "checkpoint_every": 15,
+           "threads": 1, "log_every": 1, "seed": 0,
            "data": {"kind": "pairs", "root": str(root), "image": "images/{id}.tif",
                     "mask": "gt/{id}.tif", "nodata": 0},
            "classes": inria_classes(), "train_ids": ["tyrol1", "tyrol2"],
-           "val_ids": ["vienna1"], "output": str(tmp_path / "run" / "model")}
+           "output": str(tmp_path / "run" / "model"), **over}
     config = tmp_path / "train.yaml"
     config.write_text(yaml.safe_dump(cfg))
+    return config
+
+
+def test_two_workers_end_with_identical_weights_and_a_falling_loss(tmp_path: Path) -> None:
+    config = _config(tmp_path, steps=30, checkpoint_every=15, val_ids=["vienna1"])
     # Token auth off for this private, loopback-only test cluster (as the other Ray tests do).
     env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
     proc = subprocess.run(
@@ -53,15 +59,7 @@ def test_a_killed_worker_restarts_the_group_from_the_last_checkpoint(tmp_path: P
 
     from bench._proc import descendants
 
-    root = write_inria(tmp_path / "inria")
-    cfg = {"model": "hgn", "model_cfg": {"width": 0.125}, "crop": 128, "batch_size": 2,
-           "threads": 1, "log_every": 1, "seed": 0, "steps": 60, "checkpoint_every": 10,
-           "data": {"kind": "pairs", "root": str(root), "image": "images/{id}.tif",
-                    "mask": "gt/{id}.tif", "nodata": 0},
-           "classes": inria_classes(), "train_ids": ["tyrol1", "tyrol2"],
-           "output": str(tmp_path / "run" / "model")}
-    config = tmp_path / "train.yaml"
-    config.write_text(yaml.safe_dump(cfg))
+    config = _config(tmp_path, steps=60, checkpoint_every=10)
     env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
     log = (tmp_path / "train.log").open("w")
     proc = subprocess.Popen(

@@ -205,16 +205,27 @@ def _uniform_pixel(labels: np.ndarray, r: int = 12) -> tuple[int, int]:
     raise AssertionError("no uniform region in the labels")
 
 
-def test_click_reports_the_class_and_coordinates(page, served: Served) -> None:
-    from pyproj import Transformer
+def _click_uniform_pixel(page, served: Served
+                         ) -> tuple[np.ndarray, int, int, tuple[float, float]]:
+    """Click the map on a pixel of tile-a inside a uniform region.
 
-    _open(page, served, "tile-a")
+    Returns (labels, row, col, the clicked page point).
+    """
     labels = OutputStore(served.out).scene("tile-a").read()
     row, col = _uniform_pixel(labels)
     pt = page.evaluate(f"() => window.hgnViewer.map.latLngToContainerPoint("
                        f"[{-row - 0.5}, {col + 0.5}])")
     box = page.get_by_test_id("map").bounding_box()
-    page.mouse.click(box["x"] + pt["x"], box["y"] + pt["y"])
+    at = (box["x"] + pt["x"], box["y"] + pt["y"])
+    page.mouse.click(*at)
+    return labels, row, col, at
+
+
+def test_click_reports_the_class_and_coordinates(page, served: Served) -> None:
+    from pyproj import Transformer
+
+    _open(page, served, "tile-a")
+    labels, row, col, at = _click_uniform_pixel(page, served)
     clicked = page.get_by_test_id("clicked-class")
     clicked.wait_for()
     assert int(clicked.get_attribute("data-label")) == labels[row, col]
@@ -226,7 +237,7 @@ def test_click_reports_the_class_and_coordinates(page, served: Served) -> None:
     lon, lat = Transformer.from_crs("EPSG:32633", "EPSG:4326", always_xy=True).transform(x, y)
     assert page.get_by_test_id("clicked-lonlat").inner_text() == f"lon {lon:.6f}, lat {lat:.6f}"
     assert "change" in page.get_by_test_id("clicked-change").inner_text()
-    page.mouse.move(box["x"] + pt["x"], box["y"] + pt["y"] + 1)
+    page.mouse.move(at[0], at[1] + 1)
     coords = page.inner_text("#coords")  # pixel and CRS coordinates while hovering
     assert re.match(r"x [\d,.]+, y [\d,.]+ px \| [\d,.]+, [\d,.]+ metre", coords), coords
 
@@ -270,12 +281,7 @@ def test_unknown_scene_and_writes_refused(page, served: Served) -> None:
 
 def test_screenshot_of_the_viewer(page, served: Served, tmp_path: Path) -> None:
     _open(page, served, "tile-a")
-    labels = OutputStore(served.out).scene("tile-a").read()
-    row, col = _uniform_pixel(labels)
-    pt = page.evaluate(f"() => window.hgnViewer.map.latLngToContainerPoint("
-                       f"[{-row - 0.5}, {col + 0.5}])")
-    box = page.get_by_test_id("map").bounding_box()
-    page.mouse.click(box["x"] + pt["x"], box["y"] + pt["y"])
+    _click_uniform_pixel(page, served)
     page.get_by_test_id("clicked-class").wait_for()
     path = Path(os.environ.get("HGN_VIEWER_SCREENSHOT") or tmp_path / "viewer.png")
     page.screenshot(path=str(path))
