@@ -377,6 +377,11 @@ class RunConfig(BaseModel):
         """Keyword arguments of :func:`pipeline.catalog.catalog` from this config."""
         return {"layout": self.layout, "nodata": self.nodata, "band_files": self.band_files}
 
+    def plan_options(self) -> dict[str, Any]:
+        """Keyword arguments of :func:`pipeline.plan.plan_archive` from this config."""
+        return {"chunk": self.chunk, "halo": self.halo, "unit_chunks": self.unit_chunks,
+                "bands": self.bands, "confidence": self.confidence}
+
     @property
     def effective_reserve_cpus(self) -> float:
         if self.reserve_cpus is not None:

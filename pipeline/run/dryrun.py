@@ -100,14 +100,7 @@ def dry_run(
 
     so = storage_options_from(cfg.s3)
     cat = catalog(resolve_url(input_url), so, **cfg.catalog_options())
-    plan = plan_archive(
-        cat.scenes,
-        chunk=cfg.chunk,
-        halo=cfg.halo,
-        unit_chunks=cfg.unit_chunks,
-        bands=cfg.bands,
-        confidence=cfg.confidence,
-    )
+    plan = plan_archive(cat.scenes, **cfg.plan_options())
     summary = plan.summary()
     if workers is None:
         res = ray.cluster_resources() if ray.is_initialized() else {"CPU": os.cpu_count() or 1}

@@ -17,7 +17,7 @@ from pipeline.catalog import SceneInfo
 from pipeline.config import RunConfig
 from pipeline.errors import OutputError
 from pipeline.execute import Batch, ModelInfo, SceneJob
-from pipeline.plan import Plan, SceneGrid, WorkUnit, plan_archive, plan_scene, plan_token
+from pipeline.plan import Plan, SceneGrid, WorkUnit, plan_archive, plan_token
 from pipeline.plan.preflight import scene_bands, scene_problem, value_range_problem
 from pipeline.run.report import SceneReport
 
@@ -116,7 +116,7 @@ def plan_work(
     others' reports fail with the reason."""
     from pipeline.io.omezarr import scene_store_url
 
-    works: list[SceneWork] = []
+    ready: list[tuple[SceneInfo, SceneJob, SceneReport]] = []  # passed the checks
     for s in scenes:
         report = reports[s.scene_id]
         problem = scene_problem(s, cfg, model) or value_range_problem(
@@ -130,10 +130,6 @@ def plan_work(
         except OutputError as e:  # an id that cannot be a path fails alone
             report.fail(str(e))
             continue
-        grid = plan_scene(
-            s.scene_id, s.height, s.width, chunk=cfg.chunk, halo=cfg.halo,
-            unit_chunks=cfg.unit_chunks,
-        )
         job = SceneJob(
             info=s,
             output_url=output_url,
@@ -144,13 +140,13 @@ def plan_work(
             read_chunk=cfg.chunk,
             storage_options=dict(storage_options),
         )
+        ready.append((s, job, report))
+    plan = plan_archive([s for s, _, _ in ready], **cfg.plan_options())
+    works: list[SceneWork] = []
+    for (s, job, report), grid in zip(ready, plan.grids, strict=True):
         report.units_total = len(grid)
         report.bands = None if job.bands is None else list(job.bands)
         works.append(SceneWork(s, grid, job, report, scene_token(s, cfg, model)))
-    plan = plan_archive(
-        [w.info for w in works], chunk=cfg.chunk, halo=cfg.halo, unit_chunks=cfg.unit_chunks,
-        bands=cfg.bands, confidence=cfg.confidence,
-    )
     return works, plan
 
 
