@@ -3,9 +3,10 @@
 Layout of a run's state folder (``<output>_train/``)::
 
     step_00000500.safetensors + .json   # an inference checkpoint (loads with Segmenter)
-    step_00000500.state.safetensors     # optimizer moments, torch RNG, prototype bank
-    step_00000500.state.json            # step, optimizer/scheduler settings, numpy RNG,
-                                        # best val so far; written last: the commit marker
+    step_00000500.state.safetensors     # optimizer moments
+    step_00000500.state.json            # step, optimizer/scheduler settings, per-rank RNGs
+                                        # and EMA bank, best val so far, training wall
+                                        # time; written last: the commit marker
     best.safetensors + .json            # the best by val mIoU
     metrics.jsonl                       # one line per logged step / evaluation
 
